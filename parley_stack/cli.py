@@ -1,0 +1,125 @@
+"""`parley`: run the local stack (up, down, status, logs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from parley_stack.config import StackConfig
+from parley_stack.progress import Progress
+from parley_stack.stack import Stack, StackError
+
+
+def _config(args: argparse.Namespace) -> StackConfig:
+    overrides: dict[str, object] = {}
+    if getattr(args, "cassandra_nodes", None):
+        overrides["cassandra_nodes"] = args.cassandra_nodes
+    if getattr(args, "pulsar", None):
+        overrides["pulsar"] = args.pulsar
+    return StackConfig(**overrides)  # type: ignore[arg-type]
+
+
+def _where(stack: Stack, console: Console) -> None:
+    rows = {row.name: row for row in stack.status()}
+    cfg = stack.config
+    console.print("[bold]Parley is up.[/bold]")
+    if "envoy" in rows and rows["envoy"].state == "running":
+        console.print(f"  public endpoint (gRPC, gRPC-Web, web page): http://{cfg.host}:{cfg.port('envoy_public')}")
+        console.print(f"  Envoy admin:                               http://{cfg.host}:{cfg.port('envoy_admin')}")
+    table = Table("server", "state", "pid", "endpoints")
+    for row in rows.values():
+        if row.state != "stopped":
+            endpoints = ", ".join(f"{k}={v}" for k, v in row.endpoints.items())
+            table.add_row(row.name, row.state, str(row.pid or ""), endpoints)
+    console.print(table)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stack = Stack(_config(args))
+    console = Console(stderr=True)
+    started = time.monotonic()
+    try:
+        with Progress(console) as progress:
+            stack.up(args.only or None, progress)
+    except StackError as error:
+        console.print(f"[red]parley up failed:[/red] {error}")
+        return 1
+    console.print(f"up in {time.monotonic() - started:.1f}s")
+    _where(stack, Console())
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stack = Stack(_config(args))
+    stopped = stack.down(args.only or None)
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    stack = Stack(_config(args))
+    rows = stack.status()
+    if args.json:
+        print(json.dumps([row.as_json() for row in rows], indent=2))
+        return 0
+    table = Table("server", "process", "state", "pid", "endpoints")
+    for row in rows:
+        endpoints = ", ".join(f"{k}={v}" for k, v in row.endpoints.items())
+        table.add_row(row.server, row.name, row.state, str(row.pid or ""), endpoints)
+    Console().print(table)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    path = StackConfig().log_path(args.name)
+    if not path.exists():
+        print(f"no log for {args.name} at {path}", file=sys.stderr)
+        return 1
+    if not args.follow:
+        lines = path.read_text(errors="replace").splitlines()[-args.lines :]
+        print("\n".join(lines))
+        return 0
+    os.execvp("tail", ["tail", "-n", str(args.lines), "-F", str(path)])  # noqa: S606,S607
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description="Run Parley's local stack.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="install what is missing and start the stack")
+    up.add_argument("--only", nargs="+", metavar="NAME", help="start only these (and what they need)")
+    up.add_argument("--cassandra-nodes", type=int, choices=(1, 3), help="Cassandra ring size")
+    up.add_argument("--pulsar", choices=("lite", "apache"), help="which Pulsar broker to run")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop everything the stack started")
+    down.add_argument("--only", nargs="+", metavar="NAME")
+    down.set_defaults(func=cmd_down)
+
+    status = sub.add_parser("status", help="what runs, with pids and endpoints")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    logs = sub.add_parser("logs", help="print a process's log")
+    logs.add_argument("name")
+    logs.add_argument("-n", "--lines", type=int, default=200)
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.set_defaults(func=cmd_logs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
