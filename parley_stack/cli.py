@@ -27,17 +27,16 @@ def _config(args: argparse.Namespace) -> StackConfig:
 
 
 def _where(stack: Stack, console: Console) -> None:
-    rows = {row.name: row for row in stack.status()}
     cfg = stack.config
+    running = stack.table.all_running()
     console.print("[bold]Parley is up.[/bold]")
-    if "envoy" in rows and rows["envoy"].state == "running":
+    if any(r.name == "envoy" for r in running):
         console.print(f"  public endpoint (gRPC, gRPC-Web, web page): http://{cfg.host}:{cfg.port('envoy_public')}")
         console.print(f"  Envoy admin:                               http://{cfg.host}:{cfg.port('envoy_admin')}")
-    table = Table("server", "state", "pid", "endpoints")
-    for row in rows.values():
-        if row.state != "stopped":
-            endpoints = ", ".join(f"{k}={v}" for k, v in row.endpoints.items())
-            table.add_row(row.name, row.state, str(row.pid or ""), endpoints)
+    table = Table("process", "pid", "endpoints")
+    for row in running:
+        endpoints = ", ".join(f"{k}={v}" for k, v in row.endpoints.items())
+        table.add_row(row.name, str(row.pid), endpoints)
     console.print(table)
 
 

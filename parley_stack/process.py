@@ -26,6 +26,7 @@ _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "JAVA_HOME", "TMPDIR", "US
 @dataclass(frozen=True)
 class Running:
     name: str
+    server: str
     pid: int
     started: float
     endpoints: dict[str, str]
@@ -72,13 +73,15 @@ class ProcessTable:
         if not _alive(record["pid"], record.get("ticks")):
             path.unlink(missing_ok=True)
             return None
-        return Running(name, record["pid"], record["started"], record["endpoints"])
+        return Running(
+            name, record.get("server", name), record["pid"], record["started"], record["endpoints"]
+        )
 
     def all_running(self) -> list[Running]:
         found = (self.running(p.stem) for p in sorted(self.dir.glob("*.json")))
         return [r for r in found if r is not None]
 
-    def start(self, spec: ProcessSpec) -> Running:
+    def start(self, spec: ProcessSpec, server: str) -> Running:
         env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
         env.update(spec.env)
         log_path = self.config.log_path(spec.name)
@@ -96,19 +99,29 @@ class ProcessTable:
             )
         record = {
             "pid": child.pid,
+            "server": server,
+            "stop_timeout_s": spec.stop_timeout_s,
             "ticks": _proc_start_ticks(child.pid),
             "started": time.time(),
             "endpoints": dict(spec.endpoints),
             "argv": list(spec.argv),
         }
         self._pidfile(spec.name).write_text(json.dumps(record))
-        return Running(spec.name, child.pid, record["started"], dict(spec.endpoints))  # type: ignore[arg-type]
+        return Running(spec.name, server, child.pid, time.time(), dict(spec.endpoints))
 
-    def stop(self, name: str, timeout_s: float = 30.0) -> bool:
-        """TERM the process group, wait up to timeout_s, then KILL it. True if one was running."""
+    def stop(self, name: str, timeout_s: float | None = None) -> bool:
+        """TERM the process group, wait (the spec's stop timeout), then KILL it.
+
+        True if one was running.
+        """
         running = self.running(name)
         if running is None:
             return False
+        if timeout_s is None:
+            try:
+                timeout_s = float(json.loads(self._pidfile(name).read_text())["stop_timeout_s"])
+            except (OSError, ValueError, KeyError):
+                timeout_s = 30.0
         pgid = running.pid  # start_new_session makes the child its group's leader
         _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s

@@ -86,7 +86,7 @@ class Stack:
         for spec in specs:
             if self.table.running(spec.name) is None:
                 self._mark_failed(spec.name, False)
-                self.table.start(spec)
+                self.table.start(spec, server.name)
             self._wait_ready(spec)
         server.after_ready()
         bar.log(f"{server.name} ready in {time.monotonic() - started:.1f}s")
@@ -118,18 +118,19 @@ class Stack:
             marker.unlink(missing_ok=True)
 
     def down(self, only: Iterable[str] | None = None) -> list[str]:
-        """Stop the named servers (default: everything this stack runs), in reverse order."""
+        """Stop the named servers (default: everything this stack runs), in reverse start order.
+
+        Works from the pid table alone, so it also stops processes that the current
+        configuration would not start (a three-node ring's extra nodes, say).
+        """
+        wanted = set(only) if only else None
+        order = {name: index for index, name in enumerate(CATALOG)}
+        running = [r for r in self.table.all_running() if wanted is None or r.server in wanted]
+        running.sort(key=lambda r: (order.get(r.server, len(order)), r.name), reverse=True)
         stopped: list[str] = []
-        names = list(only) if only else [*CATALOG]
-        for name in reversed([n for n in CATALOG if n in names]):
-            for spec in reversed(load(name, self.config).processes()):
-                if self.table.stop(spec.name, spec.stop_timeout_s):
-                    stopped.append(spec.name)
-        # Anything left in the pid table (for example a node from a larger ring) goes too.
-        if not only:
-            for running in self.table.all_running():
-                self.table.stop(running.name)
-                stopped.append(running.name)
+        for process in running:
+            if self.table.stop(process.name):
+                stopped.append(process.name)
         return stopped
 
     def status(self) -> list[ProcessStatus]:
@@ -147,6 +148,7 @@ class Stack:
         listed = {row.name for row in rows}
         for running in self.table.all_running():
             if running.name not in listed:
-                server = running.name.rsplit("-", 1)[0]
-                rows.append(ProcessStatus(server, running.name, "running", running.pid, running.endpoints))
+                rows.append(
+                    ProcessStatus(running.server, running.name, "running", running.pid, running.endpoints)
+                )
         return rows
