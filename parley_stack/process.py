@@ -22,6 +22,10 @@ from parley_stack.servers.base import ProcessSpec
 #: environment) is left out so that a server behaves the same on every machine.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "JAVA_HOME", "TMPDIR", "USER")
 
+#: Children started by this Python process, kept so they are reaped (not warned about)
+#: when a test session starts and stops a stack in-process.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class Running:
@@ -97,6 +101,7 @@ class ProcessTable:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        _children[child.pid] = child
         record = {
             "pid": child.pid,
             "server": server,
@@ -162,7 +167,6 @@ def _group_alive(pgid: int) -> bool:
 
 def _reap(pid: int) -> None:
     """Collect the exit status when the process is our own child (tests start stacks in-process)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
