@@ -14,6 +14,7 @@ from rich.table import Table
 
 from parley_stack.config import StackConfig
 from parley_stack.progress import Progress
+from parley_stack.servers import TOOLS, load
 from parley_stack.stack import Stack, StackError
 
 
@@ -31,8 +32,12 @@ def _where(stack: Stack, console: Console) -> None:
     running = stack.table.all_running()
     console.print("[bold]Parley is up.[/bold]")
     if any(r.name == "envoy" for r in running):
-        console.print(f"  public endpoint (gRPC, gRPC-Web, web page): http://{cfg.host}:{cfg.port('envoy_public')}")
-        console.print(f"  Envoy admin:                               http://{cfg.host}:{cfg.port('envoy_admin')}")
+        console.print(
+            f"  public endpoint (gRPC, gRPC-Web, web page): http://{cfg.host}:{cfg.port('envoy_public')}"
+        )
+        console.print(
+            f"  Envoy admin:                               http://{cfg.host}:{cfg.port('envoy_admin')}"
+        )
     table = Table("process", "pid", "endpoints")
     for row in running:
         endpoints = ", ".join(f"{k}={v}" for k, v in row.endpoints.items())
@@ -88,6 +93,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
     os.execvp("tail", ["tail", "-n", str(args.lines), "-F", str(path)])  # noqa: S606,S607
 
 
+def cmd_tool(args: argparse.Namespace) -> int:
+    if args.name not in TOOLS:
+        print(f"unknown tool {args.name!r}; known: {', '.join(TOOLS)}", file=sys.stderr)
+        return 2
+    tool = load(args.name, StackConfig())
+    if not tool.is_installed():
+        with Progress() as progress:
+            tool.install(progress)
+    binary = str(getattr(tool, "binary"))  # noqa: B009 - every tool has one; Server does not
+    os.execv(binary, [binary, *args.args])  # noqa: S606
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description="Run Parley's local stack.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=int, default=200)
     logs.add_argument("-f", "--follow", action="store_true")
     logs.set_defaults(func=cmd_logs)
+    tool = sub.add_parser("tool", help="run a stack tool (buf, kubectl, ghz, grpcurl), installing it first")
+    tool.add_argument("name")
+    tool.add_argument("args", nargs=argparse.REMAINDER)
+    tool.set_defaults(func=cmd_tool)
     return parser
 
 

@@ -20,6 +20,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "cassandra_storage": 17000,
     "pulsar": 16650,
     "pulsar_http": 18081,
+    "pulsar_bookie": 13181,  # Apache Pulsar standalone only (its one bookie)
     "weaviate_http": 18080,
     "weaviate_grpc": 15051,
     "weaviate_gossip": 17946,  # and the next port (data)

@@ -7,6 +7,7 @@ a crash (and a pid reused by the kernel since) is never mistaken for a running s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -92,7 +93,7 @@ class ProcessTable:
         with log_path.open("ab") as log, open(os.devnull, "rb") as devnull:
             log.write(f"\n--- starting {spec.name} at {time.ctime()}: {' '.join(spec.argv)}\n".encode())
             log.flush()
-            child = subprocess.Popen(  # noqa: S603 - argv built by the stack, never a shell
+            child = subprocess.Popen(
                 list(spec.argv),
                 cwd=spec.cwd,
                 env=env,
@@ -146,10 +147,8 @@ class ProcessTable:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _group_alive(pgid: int) -> bool:

@@ -1,0 +1,1 @@
+"""svc_history: conversations and messages, sharing, search, export and erasure."""

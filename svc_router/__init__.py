@@ -1,0 +1,1 @@
+"""svc_router: the chat turn: context, model routing, streaming, failover, cancel, resume."""

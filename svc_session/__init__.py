@@ -1,0 +1,1 @@
+"""svc_session: identity: accounts, tokens, API keys, rate limits."""

@@ -29,6 +29,7 @@ TOOLS: dict[str, str] = {
     "buf": "parley_stack.servers.tools:BufTool",
     "kubectl": "parley_stack.servers.tools:KubectlTool",
     "ghz": "parley_stack.servers.tools:GhzTool",
+    "grpcurl": "parley_stack.servers.tools:GrpcurlTool",
 }
 
 

@@ -1,0 +1,110 @@
+"""The gRPC server every service runs: health, reflection, observability, graceful stop.
+
+A service describes itself with a `ServiceSpec` (its settings and a function that adds its
+servicers); `run_service` does the rest. Shutdown on SIGTERM/SIGINT flips every health
+status to NOT_SERVING, waits `drain_delay_s` so load balancers stop sending, then lets
+in-flight calls finish for up to `shutdown_grace_s` before cancelling what remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+import uvloop
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from parley_core.logging import configure_logging
+from parley_core.observability import ObservabilityInterceptor, RpcMetrics
+from parley_core.settings import ServiceSettings
+
+_log = structlog.get_logger("parley.server")
+
+#: Adds a service's servicers to the server; returns the full names of the services added.
+Register = Callable[[grpc.aio.Server], Awaitable[Sequence[str]]]
+
+
+@dataclass
+class RunningServer:
+    """A started server: where it listens and how to stop it."""
+
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    services: Sequence[str]
+    port: int
+    metrics_port: int | None
+    registry: CollectorRegistry
+    settings: ServiceSettings
+    metrics_http: Any = None
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING, drain delay, then let in-flight calls finish."""
+        for name in ("", *self.services):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.settings.drain_delay_s > 0:
+            await asyncio.sleep(self.settings.drain_delay_s)
+        _log.info("stopping", grace_s=self.settings.shutdown_grace_s)
+        await self.server.stop(self.settings.shutdown_grace_s)
+        if self.metrics_http is not None:
+            self.metrics_http.shutdown()
+            self.metrics_http.server_close()
+
+
+async def start_server(
+    settings: ServiceSettings,
+    register: Register,
+    *,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> RunningServer:
+    """Build, bind and start a server; it is SERVING once this returns."""
+    registry = CollectorRegistry()
+    metrics = RpcMetrics(registry)
+    server = grpc.aio.server(interceptors=[ObservabilityInterceptor(metrics), *interceptors])
+    services = list(await register(server))
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    metrics_port: int | None = None
+    http_server = None
+    if settings.metrics_port >= 0:
+        http_server, _thread = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        metrics_port = int(http_server.server_port)
+    await server.start()
+    for name in ("", *services):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    _log.info("serving", services=services, port=port, metrics_port=metrics_port)
+    return RunningServer(
+        server, health_servicer, services, port, metrics_port, registry, settings, http_server
+    )
+
+
+async def serve_until_signal(settings: ServiceSettings, register: Register) -> None:
+    """Run a server until SIGTERM or SIGINT, then stop it gracefully."""
+    running = await start_server(settings, register)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await running.stop()
+    _log.info("stopped")
+
+
+def run_service(settings: ServiceSettings, register: Register) -> None:
+    """The `main` of a service process: logging, uvloop, serve until a signal."""
+    configure_logging(settings.log_format, settings.log_level)
+    uvloop.run(serve_until_signal(settings, register))

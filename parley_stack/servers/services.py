@@ -1,0 +1,87 @@
+"""Parley's own four services, run from the project's venv once their servers are ready."""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from parley_core.stubs import health_stub
+from parley_stack.config import REPO_ROOT
+from parley_stack.progress import Progress
+from parley_stack.servers.base import ProcessSpec, Server
+
+
+def grpc_serving(host: str, port: int, service: str = "") -> bool:
+    """True when grpc.health.v1 answers SERVING for service ("" is the whole server)."""
+    try:
+        with grpc.insecure_channel(f"{host}:{port}") as channel:
+            reply = health_stub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+    except grpc.RpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class ParleyService(Server):
+    """One service: `python -m <name>` with its PARLEY_<KEY>_* settings."""
+
+    #: The settings prefix and port names: PARLEY_SESSION_*, "session_grpc", ...
+    key: str
+
+    def is_installed(self) -> bool:
+        return True  # the project's venv is the installation
+
+    def install(self, progress: Progress) -> None:
+        """Nothing to install: `make` syncs the venv before the stack runs."""
+
+    def environment(self) -> dict[str, str]:
+        """Where the service finds the servers it needs; extended by each service."""
+        prefix = f"PARLEY_{self.key.upper()}_"
+        return {
+            f"{prefix}HOST": self.config.host,
+            f"{prefix}PORT": str(self.config.port(f"{self.key}_grpc")),
+            f"{prefix}METRICS_PORT": str(self.config.port(f"{self.key}_metrics")),
+            f"{prefix}LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def processes(self) -> list[ProcessSpec]:
+        host, port = self.config.host, self.config.port(f"{self.key}_grpc")
+        metrics = self.config.port(f"{self.key}_metrics")
+        return [
+            ProcessSpec(
+                name=self.name,
+                argv=[sys.executable, "-m", self.name],
+                env=self.environment(),
+                cwd=REPO_ROOT,
+                ready=lambda: grpc_serving(host, port),
+                endpoints={"grpc": f"{host}:{port}", "metrics": f"{host}:{metrics}"},
+                ready_timeout_s=30,
+                stop_timeout_s=15,
+            )
+        ]
+
+
+class SessionService(ParleyService):
+    name = "svc_session"
+    key = "session"
+    requires = ("redis", "cassandra")
+
+
+class HistoryService(ParleyService):
+    name = "svc_history"
+    key = "history"
+    requires = ("cassandra", "pulsar", "weaviate")
+
+
+class RouterService(ParleyService):
+    name = "svc_router"
+    key = "router"
+    requires = ("redis", "pulsar", "triton", "svc_session", "svc_history")
+
+
+class LedgerService(ParleyService):
+    name = "svc_ledger"
+    key = "ledger"
+    requires = ("cassandra", "pulsar")

@@ -1,0 +1,22 @@
+"""`python -m svc_history`: run the service until SIGTERM."""
+
+from __future__ import annotations
+
+import grpc
+
+from parley_core.server import run_service
+from svc_history.servicer import register
+from svc_history.settings import HistorySettings
+
+
+def main() -> None:
+    settings = HistorySettings()
+
+    async def add(server: grpc.aio.Server) -> list[str]:
+        return list(await register(server, settings))
+
+    run_service(settings, add)
+
+
+if __name__ == "__main__":
+    main()

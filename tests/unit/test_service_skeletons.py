@@ -1,0 +1,162 @@
+"""Each service boots on a free port and answers health, reflection and UNIMPLEMENTED."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+
+import svc_history.servicer
+import svc_ledger.servicer
+import svc_router.servicer
+import svc_session.servicer
+from parley.chat.v1 import chat_pb2
+from parley.session.v1 import session_pb2
+from parley_core.errors import details_of
+from parley_core.logging import configure_logging
+from parley_core.server import RunningServer, start_server
+from parley_core.settings import ServiceSettings
+from parley_core.stubs import chat_stub, health_stub, reflection_stub, session_stub
+from svc_history.settings import HistorySettings
+from svc_ledger.settings import LedgerSettings
+from svc_router.settings import RouterSettings
+from svc_session.settings import SessionSettings
+
+Register = Callable[[grpc.aio.Server], Awaitable[Sequence[str]]]
+
+SERVICES: dict[str, tuple[Register, str]] = {
+    "svc_session": (
+        lambda s: svc_session.servicer.register(s, SessionSettings()),
+        "parley.session.v1.SessionService",
+    ),
+    "svc_history": (
+        lambda s: svc_history.servicer.register(s, HistorySettings()),
+        "parley.history.v1.HistoryService",
+    ),
+    "svc_router": (
+        lambda s: svc_router.servicer.register(s, RouterSettings()),
+        "parley.chat.v1.ChatService",
+    ),
+    "svc_ledger": (
+        lambda s: svc_ledger.servicer.register(s, LedgerSettings()),
+        "parley.ledger.v1.LedgerService",
+    ),
+}
+
+
+@pytest.fixture(params=sorted(SERVICES))
+async def service(request: pytest.FixtureRequest) -> AsyncIterator[tuple[RunningServer, str]]:
+    register, full_name = SERVICES[request.param]
+    running = await start_server(ServiceSettings(shutdown_grace_s=1), register)
+    try:
+        yield running, full_name
+    finally:
+        await running.stop()
+
+
+async def test_answers_health_for_the_server_and_its_service(service: tuple[RunningServer, str]) -> None:
+    running, full_name = service
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = health_stub(channel)
+        for name in ("", full_name):
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=name))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_lists_its_service_by_reflection(service: tuple[RunningServer, str]) -> None:
+    running, full_name = service
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = reflection_stub(channel)
+        call = stub.ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        reply = await call.read()
+        await call.done_writing()
+    names = {s.name for s in reply.list_services_response.service}
+    assert full_name in names
+    assert "grpc.health.v1.Health" in names
+
+
+async def test_unbuilt_method_is_unimplemented_with_error_info(service: tuple[RunningServer, str]) -> None:
+    running, _ = service
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        generic = channel.unary_unary(
+            "/parley.chat.v1.ChatService/ListModels",
+            request_serializer=chat_pb2.ListModelsRequest.SerializeToString,
+            response_deserializer=chat_pb2.ListModelsResponse.FromString,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await generic(chat_pb2.ListModelsRequest())
+    # Each server knows only its own service: others answer UNIMPLEMENTED from gRPC itself.
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_session_methods_answer_unimplemented_with_details() -> None:
+    register, _ = SERVICES["svc_session"]
+    running = await start_server(ServiceSettings(shutdown_grace_s=1), register)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = session_stub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetCurrentUser(session_pb2.GetCurrentUserRequest())
+    finally:
+        await running.stop()
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    [info] = [d for d in details_of(caught.value) if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert info.reason == "METHOD_NOT_IMPLEMENTED"
+    assert info.metadata["method"] == "/parley.session.v1.SessionService/GetCurrentUser"
+
+
+async def test_streaming_method_answers_unimplemented() -> None:
+    register, _ = SERVICES["svc_router"]
+    running = await start_server(ServiceSettings(shutdown_grace_s=1), register)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = chat_stub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in stub.StreamTurn(chat_pb2.StreamTurnRequest()):
+                    pass
+    finally:
+        await running.stop()
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_each_rpc_writes_one_json_log_line_and_counts_in_metrics(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("json", "info")
+    register, _ = SERVICES["svc_session"]
+    running = await start_server(ServiceSettings(shutdown_grace_s=1), register)
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = session_stub(channel)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Logout(session_pb2.LogoutRequest(), metadata=[("traceparent", traceparent)])
+        assert running.metrics_port is not None
+        # The server records the RPC just after sending its status; poll briefly for it.
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):
+                exposition = (await http.get(f"http://127.0.0.1:{running.metrics_port}/metrics")).text
+                if "parley_grpc_requests_total{" in exposition:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await running.stop()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"event": "rpc"' in line]
+    assert len(lines) == 1
+    [line] = lines
+    assert line["method"] == "/parley.session.v1.SessionService/Logout"
+    assert line["status"] == "UNIMPLEMENTED"
+    assert line["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert line["peer"].startswith("ipv4:127.0.0.1:")
+    assert line["duration_ms"] >= 0
+    logout = 'method="/parley.session.v1.SessionService/Logout"'
+    assert f'parley_grpc_requests_total{{code="UNIMPLEMENTED",{logout}}} 1.0' in exposition
+    assert f"parley_grpc_request_duration_seconds_count{{{logout}}} 1.0" in exposition
