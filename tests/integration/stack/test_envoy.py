@@ -1,0 +1,75 @@
+"""Envoy from the local stack: its admin answers LIVE and it routes gRPC and gRPC-Web."""
+
+from __future__ import annotations
+
+import struct
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2
+
+from parley.session.v1 import session_pb2
+from parley_core.errors import details_of
+from parley_core.stubs import health_stub, session_stub
+from parley_stack.testing import LocalStack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def envoy(local_stack: LocalStack) -> LocalStack:
+    local_stack.ensure("envoy")
+    return local_stack
+
+
+def test_admin_ready_answers_live(envoy: LocalStack) -> None:
+    host, port = envoy.endpoint("envoy", "admin")
+    reply = httpx.get(f"http://{host}:{port}/ready", timeout=5)
+    assert reply.status_code == 200
+    assert reply.text.strip() == "LIVE"
+
+
+async def test_native_grpc_reaches_the_session_service(envoy: LocalStack) -> None:
+    host, port = envoy.endpoint("envoy", "public")
+    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await session_stub(channel).GetCurrentUser(session_pb2.GetCurrentUserRequest(), timeout=5)
+    # The service's own answer (with its ErrorInfo) comes back through the proxy untouched.
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    [info] = [d for d in details_of(caught.value) if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert info.reason == "METHOD_NOT_IMPLEMENTED"
+
+
+async def test_unknown_path_is_not_routed(envoy: LocalStack) -> None:
+    host, port = envoy.endpoint("envoy", "public")
+    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_grpc_web_call_gets_a_grpc_web_answer_with_cors(envoy: LocalStack) -> None:
+    host, port = envoy.endpoint("envoy", "public")
+    body = session_pb2.GetCurrentUserRequest().SerializeToString()
+    frame = struct.pack(">BI", 0, len(body)) + body
+    reply = httpx.post(
+        f"http://{host}:{port}/parley.session.v1.SessionService/GetCurrentUser",
+        content=frame,
+        headers={
+            "content-type": "application/grpc-web+proto",
+            "x-grpc-web": "1",
+            "origin": "http://localhost:5173",
+        },
+        timeout=5,
+    )
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("application/grpc-web")
+    assert reply.headers["access-control-allow-origin"] == "http://localhost:5173"
+    # A trailers-only answer: the status travels in headers.
+    status = reply.headers.get("grpc-status")
+    if status is None:  # or in a trailer frame (flag 0x80) in the body
+        assert reply.content[0] == 0x80
+        status = reply.content[5:].decode().split("grpc-status:")[1].split("\r\n")[0].strip()
+    assert status == str(grpc.StatusCode.UNIMPLEMENTED.value[0])
