@@ -1,0 +1,116 @@
+"""Cassandra from the local stack, through the DataStax Python driver.
+
+One test uses the session's single node; the others run a three-node ring of their own (on
+127.0.0.1-3, at another port offset so it never meets the session's stack or a developer's)
+and stop nodes to show what QUORUM does and does not survive.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from cassandra import ConsistencyLevel, Unavailable
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.policies import DCAwareRoundRobinPolicy, FallthroughRetryPolicy, TokenAwarePolicy
+
+from parley_stack.config import StackConfig
+from parley_stack.testing import LocalStack
+
+pytestmark = pytest.mark.integration
+
+#: Shifts the ring's ports (CQL 21542, storage 19500) clear of every port of the stacks at
+#: offsets 0 and 1000 (2000 would put the storage port on the test stack's Triton HTTP port).
+RING_PORT_OFFSET = 2500
+
+
+@contextmanager
+def _session(host: str, port: int) -> Iterator[Session]:
+    """A driver session whose statements run at QUORUM.
+
+    Fallthrough retries: the default policy retries an Unavailable on the next host and, with
+    only one node left, turns it into NoHostAvailable; a test wants the server's own answer.
+    """
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc="datacenter1")),
+        retry_policy=FallthroughRetryPolicy(),
+        consistency_level=ConsistencyLevel.QUORUM,
+        request_timeout=20,
+    )
+    cluster = Cluster([host], port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    try:
+        yield cluster.connect()
+    finally:
+        cluster.shutdown()
+
+
+def _create_table(session: Session, keyspace: str, replication_factor: int) -> None:
+    session.execute(
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
+        f"{{'class': 'NetworkTopologyStrategy', 'datacenter1': {replication_factor}}}"
+    )
+    session.execute(f"CREATE TABLE IF NOT EXISTS {keyspace}.kv (k text PRIMARY KEY, v text)")
+
+
+def _put(session: Session, keyspace: str, key: str, value: str) -> None:
+    session.execute(f"INSERT INTO {keyspace}.kv (k, v) VALUES (%s, %s)", (key, value))
+
+
+def _get(session: Session, keyspace: str, key: str) -> str | None:
+    row = session.execute(f"SELECT v FROM {keyspace}.kv WHERE k = %s", (key,)).one()
+    return None if row is None else str(row.v)
+
+
+def test_quorum_write_is_read_back_on_one_node(local_stack: LocalStack) -> None:
+    local_stack.ensure("cassandra")
+    host, port = local_stack.endpoint("cassandra-1", "cql")
+    key = uuid.uuid4().hex
+    with _session(host, port) as session:
+        _create_table(session, "stack_test_single", replication_factor=1)
+        _put(session, "stack_test_single", key, "hello")
+
+        assert _get(session, "stack_test_single", key) == "hello"
+
+
+@pytest.fixture(scope="module")
+def ring() -> Iterator[LocalStack]:
+    """Three Cassandra nodes, stopped (all of them) when the module's tests are done."""
+    config = StackConfig(port_offset=RING_PORT_OFFSET, cassandra_nodes=3, ports={})
+    handle = LocalStack(config, reuse=False)
+    try:
+        handle.ensure("cassandra")
+        yield handle
+    finally:
+        handle.close()
+
+
+def test_quorum_survives_one_node_down(ring: LocalStack) -> None:
+    ring.ensure("cassandra")  # restarts nodes an earlier test stopped
+    host, port = ring.endpoint("cassandra-1", "cql")
+    before, during = uuid.uuid4().hex, uuid.uuid4().hex
+    with _session(host, port) as session:
+        _create_table(session, "stack_test_ring", replication_factor=3)
+        _put(session, "stack_test_ring", before, "written by three")
+
+        assert ring.stack.table.stop("cassandra-3")
+        _put(session, "stack_test_ring", during, "written by two")
+
+        assert _get(session, "stack_test_ring", before) == "written by three"
+        assert _get(session, "stack_test_ring", during) == "written by two"
+
+
+def test_quorum_is_unavailable_with_two_nodes_down(ring: LocalStack) -> None:
+    host, port = ring.endpoint("cassandra-1", "cql")
+    with _session(host, port) as session:
+        _create_table(session, "stack_test_ring", replication_factor=3)
+        ring.stack.table.stop("cassandra-3")  # already stopped when the test above ran first
+        assert ring.stack.table.stop("cassandra-2")
+
+        with pytest.raises(Unavailable) as raised:
+            _put(session, "stack_test_ring", uuid.uuid4().hex, "too few replicas")
+
+    assert raised.value.consistency == ConsistencyLevel.QUORUM
+    assert (raised.value.required_replicas, raised.value.alive_replicas) == (2, 1)
+    assert "QUORUM" in str(raised.value)
