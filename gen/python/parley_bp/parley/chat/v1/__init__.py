@@ -105,9 +105,7 @@ class CancelTurnRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.chat.v1", "CancelTurnRequest", CancelTurnRequest
-)
+default_message_pool.register_message("parley.chat.v1", "CancelTurnRequest", CancelTurnRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -122,9 +120,7 @@ class CancelTurnResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.chat.v1", "CancelTurnResponse", CancelTurnResponse
-)
+default_message_pool.register_message("parley.chat.v1", "CancelTurnResponse", CancelTurnResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -143,9 +139,7 @@ class ChatRequest(betterproto2.Message):
     Start a turn.
     """
 
-    cancel_turn: "str | None" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, optional=True, group="action"
-    )
+    cancel_turn: "str | None" = betterproto2.field(2, betterproto2.TYPE_STRING, optional=True, group="action")
     """
     Cancel a turn started or resumed on this stream, by name.
     """
@@ -167,9 +161,7 @@ class ChatResponse(betterproto2.Message):
     Response for ChatService.Chat: one event of a turn started or resumed on the stream.
     """
 
-    event: "TurnEvent | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    event: "TurnEvent | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The event.
     """
@@ -196,9 +188,7 @@ class ListModelsRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.chat.v1", "ListModelsRequest", ListModelsRequest
-)
+default_message_pool.register_message("parley.chat.v1", "ListModelsRequest", ListModelsRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -207,9 +197,7 @@ class ListModelsResponse(betterproto2.Message):
     Response for ChatService.ListModels.
     """
 
-    models: "list[Model]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    models: "list[Model]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The models of this page.
     """
@@ -220,9 +208,7 @@ class ListModelsResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.chat.v1", "ListModelsResponse", ListModelsResponse
-)
+default_message_pool.register_message("parley.chat.v1", "ListModelsResponse", ListModelsResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -265,9 +251,7 @@ class Model(betterproto2.Message):
     The price of one million output tokens.
     """
 
-    capabilities: "list[str]" = betterproto2.field(
-        7, betterproto2.TYPE_STRING, repeated=True
-    )
+    capabilities: "list[str]" = betterproto2.field(7, betterproto2.TYPE_STRING, repeated=True)
     """
     What the model can do beyond text, for example "vision".
     """
@@ -298,9 +282,7 @@ class ResumeTurnRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.chat.v1", "ResumeTurnRequest", ResumeTurnRequest
-)
+default_message_pool.register_message("parley.chat.v1", "ResumeTurnRequest", ResumeTurnRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -309,17 +291,13 @@ class ResumeTurnResponse(betterproto2.Message):
     Response for ChatService.ResumeTurn.
     """
 
-    event: "TurnEvent | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    event: "TurnEvent | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The event.
     """
 
 
-default_message_pool.register_message(
-    "parley.chat.v1", "ResumeTurnResponse", ResumeTurnResponse
-)
+default_message_pool.register_message("parley.chat.v1", "ResumeTurnResponse", ResumeTurnResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -328,17 +306,13 @@ class StreamTurnRequest(betterproto2.Message):
     Request for ChatService.StreamTurn.
     """
 
-    input: "TurnInput | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    input: "TurnInput | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     What starts the turn.
     """
 
 
-default_message_pool.register_message(
-    "parley.chat.v1", "StreamTurnRequest", StreamTurnRequest
-)
+default_message_pool.register_message("parley.chat.v1", "StreamTurnRequest", StreamTurnRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -347,17 +321,13 @@ class StreamTurnResponse(betterproto2.Message):
     Response for ChatService.StreamTurn.
     """
 
-    event: "TurnEvent | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    event: "TurnEvent | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The event.
     """
 
 
-default_message_pool.register_message(
-    "parley.chat.v1", "StreamTurnResponse", StreamTurnResponse
-)
+default_message_pool.register_message("parley.chat.v1", "StreamTurnResponse", StreamTurnResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -431,10 +401,7 @@ class TurnEvent(betterproto2.Message):
     """
 
     event_time: "datetime.datetime | None" = betterproto2.field(
-        3,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the router emitted the event.
@@ -447,9 +414,7 @@ class TurnEvent(betterproto2.Message):
     The turn started.
     """
 
-    delta: "TextDelta | None" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, optional=True, group="kind"
-    )
+    delta: "TextDelta | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True, group="kind")
     """
     The answer grew.
     """

@@ -33,10 +33,7 @@ class ConversationDeleted(betterproto2.Message):
     """
 
     event_time: "datetime.datetime | None" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the conversation was deleted.
@@ -53,9 +50,7 @@ class ConversationDeleted(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.events.v1", "ConversationDeleted", ConversationDeleted
-)
+default_message_pool.register_message("parley.events.v1", "ConversationDeleted", ConversationDeleted)
 
 
 @dataclass(eq=False, repr=False)
@@ -74,10 +69,7 @@ class MessageCreated(betterproto2.Message):
     """
 
     event_time: "datetime.datetime | None" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the message was stored.
@@ -104,9 +96,7 @@ class MessageCreated(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.events.v1", "MessageCreated", MessageCreated
-)
+default_message_pool.register_message("parley.events.v1", "MessageCreated", MessageCreated)
 
 
 @dataclass(eq=False, repr=False)
@@ -121,10 +111,7 @@ class TurnCompleted(betterproto2.Message):
     """
 
     event_time: "datetime.datetime | None" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the turn ended.
@@ -168,9 +155,7 @@ class TurnCompleted(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.events.v1", "TurnCompleted", TurnCompleted
-)
+default_message_pool.register_message("parley.events.v1", "TurnCompleted", TurnCompleted)
 
 
 @dataclass(eq=False, repr=False)
@@ -185,10 +170,7 @@ class UserDeleted(betterproto2.Message):
     """
 
     event_time: "datetime.datetime | None" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the erasure was requested.

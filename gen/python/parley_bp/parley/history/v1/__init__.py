@@ -243,9 +243,7 @@ class AppendMessageRequest(betterproto2.Message):
     The conversation's resource name.
     """
 
-    message: "Message | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    message: "Message | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The message; its name's last segment is the writer's time-ordered UUID. The
     conversation's active message becomes this message.
@@ -258,9 +256,7 @@ class AppendMessageRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "AppendMessageRequest", AppendMessageRequest
-)
+default_message_pool.register_message("parley.history.v1", "AppendMessageRequest", AppendMessageRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -269,17 +265,13 @@ class AppendMessageResponse(betterproto2.Message):
     Response for HistoryService.AppendMessage.
     """
 
-    message: "Message | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    message: "Message | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The stored message.
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "AppendMessageResponse", AppendMessageResponse
-)
+default_message_pool.register_message("parley.history.v1", "AppendMessageResponse", AppendMessageResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -335,20 +327,14 @@ class Conversation(betterproto2.Message):
     """
 
     create_time: "datetime.datetime | None" = betterproto2.field(
-        10,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        10, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the conversation was created. Output only.
     """
 
     update_time: "datetime.datetime | None" = betterproto2.field(
-        11,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        11, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the conversation or its messages last changed. Output only.
@@ -374,9 +360,7 @@ class CreateConversationRequest(betterproto2.Message):
     The owner, `users/{user}`; `users/me` means the caller.
     """
 
-    conversation: "Conversation | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    conversation: "Conversation | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The conversation's title, model, system prompt, folder, tags and pin; name is ignored.
     """
@@ -399,9 +383,7 @@ class CreateConversationResponse(betterproto2.Message):
     Response for HistoryService.CreateConversation.
     """
 
-    conversation: "Conversation | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    conversation: "Conversation | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The new conversation.
     """
@@ -423,9 +405,7 @@ class CreateShareLinkRequest(betterproto2.Message):
     The conversation's resource name.
     """
 
-    share_link: "ShareLink | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    share_link: "ShareLink | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The link's last message and expiry.
     """
@@ -441,9 +421,7 @@ class CreateShareLinkRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "CreateShareLinkRequest", CreateShareLinkRequest
-)
+default_message_pool.register_message("parley.history.v1", "CreateShareLinkRequest", CreateShareLinkRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -452,17 +430,13 @@ class CreateShareLinkResponse(betterproto2.Message):
     Response for HistoryService.CreateShareLink.
     """
 
-    share_link: "ShareLink | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    share_link: "ShareLink | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The new link.
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "CreateShareLinkResponse", CreateShareLinkResponse
-)
+default_message_pool.register_message("parley.history.v1", "CreateShareLinkResponse", CreateShareLinkResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -513,9 +487,7 @@ class DeleteShareLinkRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "DeleteShareLinkRequest", DeleteShareLinkRequest
-)
+default_message_pool.register_message("parley.history.v1", "DeleteShareLinkRequest", DeleteShareLinkRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -527,9 +499,7 @@ class DeleteShareLinkResponse(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "DeleteShareLinkResponse", DeleteShareLinkResponse
-)
+default_message_pool.register_message("parley.history.v1", "DeleteShareLinkResponse", DeleteShareLinkResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -549,9 +519,7 @@ class DeleteUserDataRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "DeleteUserDataRequest", DeleteUserDataRequest
-)
+default_message_pool.register_message("parley.history.v1", "DeleteUserDataRequest", DeleteUserDataRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -566,9 +534,7 @@ class DeleteUserDataResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "DeleteUserDataResponse", DeleteUserDataResponse
-)
+default_message_pool.register_message("parley.history.v1", "DeleteUserDataResponse", DeleteUserDataResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -583,10 +549,7 @@ class ExportHeader(betterproto2.Message):
     """
 
     export_time: "datetime.datetime | None" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the export was taken.
@@ -608,9 +571,7 @@ class ExportUserDataRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "ExportUserDataRequest", ExportUserDataRequest
-)
+default_message_pool.register_message("parley.history.v1", "ExportUserDataRequest", ExportUserDataRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -652,9 +613,7 @@ class ExportUserDataResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "ExportUserDataResponse", ExportUserDataResponse
-)
+default_message_pool.register_message("parley.history.v1", "ExportUserDataResponse", ExportUserDataResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -669,9 +628,7 @@ class GetConversationRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "GetConversationRequest", GetConversationRequest
-)
+default_message_pool.register_message("parley.history.v1", "GetConversationRequest", GetConversationRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -680,17 +637,13 @@ class GetConversationResponse(betterproto2.Message):
     Response for HistoryService.GetConversation.
     """
 
-    conversation: "Conversation | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    conversation: "Conversation | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The conversation.
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "GetConversationResponse", GetConversationResponse
-)
+default_message_pool.register_message("parley.history.v1", "GetConversationResponse", GetConversationResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -726,19 +679,14 @@ class GetSharedConversationResponse(betterproto2.Message):
     The conversation's title at the time of sharing.
     """
 
-    messages: "list[SharedMessage]" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    messages: "list[SharedMessage]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The snapshot's messages along the active path, oldest first, without resource names
     of the owner.
     """
 
     share_time: "datetime.datetime | None" = betterproto2.field(
-        3,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the link was created.
@@ -799,9 +747,7 @@ class ListConversationsResponse(betterproto2.Message):
     Response for HistoryService.ListConversations.
     """
 
-    conversations: "list[Conversation]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    conversations: "list[Conversation]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The conversations of this page.
     """
@@ -847,9 +793,7 @@ class ListMessagesRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "ListMessagesRequest", ListMessagesRequest
-)
+default_message_pool.register_message("parley.history.v1", "ListMessagesRequest", ListMessagesRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -858,9 +802,7 @@ class ListMessagesResponse(betterproto2.Message):
     Response for HistoryService.ListMessages.
     """
 
-    messages: "list[Message]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    messages: "list[Message]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The messages of this page, oldest first.
     """
@@ -871,9 +813,7 @@ class ListMessagesResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "ListMessagesResponse", ListMessagesResponse
-)
+default_message_pool.register_message("parley.history.v1", "ListMessagesResponse", ListMessagesResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -899,9 +839,7 @@ class ListShareLinksRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "ListShareLinksRequest", ListShareLinksRequest
-)
+default_message_pool.register_message("parley.history.v1", "ListShareLinksRequest", ListShareLinksRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -910,9 +848,7 @@ class ListShareLinksResponse(betterproto2.Message):
     Response for HistoryService.ListShareLinks.
     """
 
-    share_links: "list[ShareLink]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    share_links: "list[ShareLink]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The links of this page, newest first.
     """
@@ -923,9 +859,7 @@ class ListShareLinksResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "ListShareLinksResponse", ListShareLinksResponse
-)
+default_message_pool.register_message("parley.history.v1", "ListShareLinksResponse", ListShareLinksResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -946,9 +880,7 @@ class Message(betterproto2.Message):
     Two messages with the same parent are branches (an edit or a regeneration).
     """
 
-    author: "Author" = betterproto2.field(
-        3, betterproto2.TYPE_ENUM, default_factory=lambda: Author(0)
-    )
+    author: "Author" = betterproto2.field(3, betterproto2.TYPE_ENUM, default_factory=lambda: Author(0))
     """
     Who wrote it.
     """
@@ -983,10 +915,7 @@ class Message(betterproto2.Message):
     """
 
     create_time: "datetime.datetime | None" = betterproto2.field(
-        9,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        9, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the message was written. Output only.
@@ -1002,9 +931,7 @@ class SearchHit(betterproto2.Message):
     One search hit.
     """
 
-    message: "Message | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    message: "Message | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The message that matched.
     """
@@ -1044,9 +971,7 @@ class SearchMessagesRequest(betterproto2.Message):
     What to look for, 1 to 500 characters.
     """
 
-    mode: "SearchMode" = betterproto2.field(
-        3, betterproto2.TYPE_ENUM, default_factory=lambda: SearchMode(0)
-    )
+    mode: "SearchMode" = betterproto2.field(3, betterproto2.TYPE_ENUM, default_factory=lambda: SearchMode(0))
     """
     How to match.
     """
@@ -1063,9 +988,7 @@ class SearchMessagesRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "SearchMessagesRequest", SearchMessagesRequest
-)
+default_message_pool.register_message("parley.history.v1", "SearchMessagesRequest", SearchMessagesRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -1074,9 +997,7 @@ class SearchMessagesResponse(betterproto2.Message):
     Response for HistoryService.SearchMessages.
     """
 
-    hits: "list[SearchHit]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    hits: "list[SearchHit]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The hits of this page, best first.
     """
@@ -1087,9 +1008,7 @@ class SearchMessagesResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "SearchMessagesResponse", SearchMessagesResponse
-)
+default_message_pool.register_message("parley.history.v1", "SearchMessagesResponse", SearchMessagesResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -1098,9 +1017,7 @@ class SharedMessage(betterproto2.Message):
     A message in a shared snapshot: what a reader may see, nothing that names the owner.
     """
 
-    author: "Author" = betterproto2.field(
-        1, betterproto2.TYPE_ENUM, default_factory=lambda: Author(0)
-    )
+    author: "Author" = betterproto2.field(1, betterproto2.TYPE_ENUM, default_factory=lambda: Author(0))
     """
     Who wrote it.
     """
@@ -1116,9 +1033,7 @@ class SharedMessage(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.history.v1", "SharedMessage", SharedMessage
-)
+default_message_pool.register_message("parley.history.v1", "SharedMessage", SharedMessage)
 
 
 @dataclass(eq=False, repr=False)
@@ -1144,10 +1059,7 @@ class ShareLink(betterproto2.Message):
     """
 
     expire_time: "datetime.datetime | None" = betterproto2.field(
-        4,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the link stops working; unset for a link that does not expire.
@@ -1159,10 +1071,7 @@ class ShareLink(betterproto2.Message):
     """
 
     create_time: "datetime.datetime | None" = betterproto2.field(
-        6,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        6, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the link was created. Output only.
@@ -1178,9 +1087,7 @@ class UpdateConversationRequest(betterproto2.Message):
     Request for HistoryService.UpdateConversation.
     """
 
-    conversation: "Conversation | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    conversation: "Conversation | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The conversation with its name, the new values and, optionally, its etag.
     """
@@ -1205,9 +1112,7 @@ class UpdateConversationResponse(betterproto2.Message):
     Response for HistoryService.UpdateConversation.
     """
 
-    conversation: "Conversation | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    conversation: "Conversation | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The updated conversation.
     """

@@ -164,10 +164,7 @@ class Budget(betterproto2.Message):
     """
 
     update_time: "datetime.datetime | None" = betterproto2.field(
-        4,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the budget last changed. Output only.
@@ -189,19 +186,14 @@ class GetAdminOverviewRequest(betterproto2.Message):
     """
 
     start_time: "datetime.datetime | None" = betterproto2.field(
-        1,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        1, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     The start of the window (inclusive); unset for 24 hours ago.
     """
 
 
-default_message_pool.register_message(
-    "parley.ledger.v1", "GetAdminOverviewRequest", GetAdminOverviewRequest
-)
+default_message_pool.register_message("parley.ledger.v1", "GetAdminOverviewRequest", GetAdminOverviewRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -227,23 +219,17 @@ class GetAdminOverviewResponse(betterproto2.Message):
     Tokens read and written in the window.
     """
 
-    cost: "__common__v1__.Money | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    cost: "__common__v1__.Money | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Cost in the window.
     """
 
-    models: "list[ModelHealth]" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    models: "list[ModelHealth]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     Per model.
     """
 
-    top_users: "list[SpendRow]" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    top_users: "list[SpendRow]" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The users with the highest cost in the window, at most 10.
     """
@@ -266,9 +252,7 @@ class GetBudgetRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.ledger.v1", "GetBudgetRequest", GetBudgetRequest
-)
+default_message_pool.register_message("parley.ledger.v1", "GetBudgetRequest", GetBudgetRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -277,16 +261,12 @@ class GetBudgetResponse(betterproto2.Message):
     Response for LedgerService.GetBudget.
     """
 
-    budget: "Budget | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    budget: "Budget | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The budget; its limits are unset when none was set.
     """
 
-    spent: "__common__v1__.Money | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    spent: "__common__v1__.Money | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     What was spent in the current month.
     """
@@ -299,9 +279,7 @@ class GetBudgetResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.ledger.v1", "GetBudgetResponse", GetBudgetResponse
-)
+default_message_pool.register_message("parley.ledger.v1", "GetBudgetResponse", GetBudgetResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -318,20 +296,14 @@ class GetSpendReportRequest(betterproto2.Message):
     """
 
     start_time: "datetime.datetime | None" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     The start of the range (inclusive); unset for 30 days ago.
     """
 
     end_time: "datetime.datetime | None" = betterproto2.field(
-        3,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     The end of the range (exclusive); unset for now.
@@ -349,9 +321,7 @@ class GetSpendReportRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.ledger.v1", "GetSpendReportRequest", GetSpendReportRequest
-)
+default_message_pool.register_message("parley.ledger.v1", "GetSpendReportRequest", GetSpendReportRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -360,9 +330,7 @@ class GetSpendReportResponse(betterproto2.Message):
     Response for LedgerService.GetSpendReport.
     """
 
-    rows: "list[SpendRow]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    rows: "list[SpendRow]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The rows of this page, largest cost first (by key for SPEND_DIMENSION_DAY).
     """
@@ -373,9 +341,7 @@ class GetSpendReportResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.ledger.v1", "GetSpendReportResponse", GetSpendReportResponse
-)
+default_message_pool.register_message("parley.ledger.v1", "GetSpendReportResponse", GetSpendReportResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -390,29 +356,21 @@ class GetUsageRequest(betterproto2.Message):
     """
 
     start_time: "datetime.datetime | None" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     The start of the range (inclusive); unset for the start of the current month (UTC).
     """
 
     end_time: "datetime.datetime | None" = betterproto2.field(
-        3,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     The end of the range (exclusive); unset for now.
     """
 
 
-default_message_pool.register_message(
-    "parley.ledger.v1", "GetUsageRequest", GetUsageRequest
-)
+default_message_pool.register_message("parley.ledger.v1", "GetUsageRequest", GetUsageRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -428,24 +386,18 @@ class GetUsageResponse(betterproto2.Message):
     Totals over all models.
     """
 
-    cost: "__common__v1__.Money | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    cost: "__common__v1__.Money | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The total cost.
     """
 
-    models: "list[ModelUsage]" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    models: "list[ModelUsage]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     Per model, largest cost first.
     """
 
 
-default_message_pool.register_message(
-    "parley.ledger.v1", "GetUsageResponse", GetUsageResponse
-)
+default_message_pool.register_message("parley.ledger.v1", "GetUsageResponse", GetUsageResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -477,9 +429,7 @@ class LineItem(betterproto2.Message):
     The tokens read and written.
     """
 
-    cost: "__common__v1__.Money | None" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    cost: "__common__v1__.Money | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The price of this item.
     """
@@ -490,10 +440,7 @@ class LineItem(betterproto2.Message):
     """
 
     usage_time: "datetime.datetime | None" = betterproto2.field(
-        7,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        7, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the usage happened.
@@ -526,29 +473,21 @@ class ListLineItemsRequest(betterproto2.Message):
     """
 
     start_time: "datetime.datetime | None" = betterproto2.field(
-        4,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     Only items at or after this time; unset for no lower bound.
     """
 
     end_time: "datetime.datetime | None" = betterproto2.field(
-        5,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        5, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     Only items before this time; unset for no upper bound.
     """
 
 
-default_message_pool.register_message(
-    "parley.ledger.v1", "ListLineItemsRequest", ListLineItemsRequest
-)
+default_message_pool.register_message("parley.ledger.v1", "ListLineItemsRequest", ListLineItemsRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -557,9 +496,7 @@ class ListLineItemsResponse(betterproto2.Message):
     Response for LedgerService.ListLineItems.
     """
 
-    line_items: "list[LineItem]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    line_items: "list[LineItem]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The items of this page.
     """
@@ -570,9 +507,7 @@ class ListLineItemsResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.ledger.v1", "ListLineItemsResponse", ListLineItemsResponse
-)
+default_message_pool.register_message("parley.ledger.v1", "ListLineItemsResponse", ListLineItemsResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -628,9 +563,7 @@ class ModelUsage(betterproto2.Message):
     The tokens read and written.
     """
 
-    cost: "__common__v1__.Money | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    cost: "__common__v1__.Money | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The cost.
     """
@@ -645,17 +578,13 @@ class SetBudgetRequest(betterproto2.Message):
     Request for LedgerService.SetBudget.
     """
 
-    budget: "Budget | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    budget: "Budget | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The budget with its name and new limits.
     """
 
 
-default_message_pool.register_message(
-    "parley.ledger.v1", "SetBudgetRequest", SetBudgetRequest
-)
+default_message_pool.register_message("parley.ledger.v1", "SetBudgetRequest", SetBudgetRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -664,17 +593,13 @@ class SetBudgetResponse(betterproto2.Message):
     Response for LedgerService.SetBudget.
     """
 
-    budget: "Budget | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    budget: "Budget | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The stored budget.
     """
 
 
-default_message_pool.register_message(
-    "parley.ledger.v1", "SetBudgetResponse", SetBudgetResponse
-)
+default_message_pool.register_message("parley.ledger.v1", "SetBudgetResponse", SetBudgetResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -700,9 +625,7 @@ class SpendRow(betterproto2.Message):
     The tokens read and written.
     """
 
-    cost: "__common__v1__.Money | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    cost: "__common__v1__.Money | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The cost.
     """

@@ -123,30 +123,21 @@ class ApiKey(betterproto2.Message):
     """
 
     create_time: "datetime.datetime | None" = betterproto2.field(
-        5,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        5, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the key was created. Output only.
     """
 
     expire_time: "datetime.datetime | None" = betterproto2.field(
-        6,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        6, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the key stops working; unset for a key that does not expire.
     """
 
     revoke_time: "datetime.datetime | None" = betterproto2.field(
-        7,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        7, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the key was revoked; unset while it is active. Output only.
@@ -167,9 +158,7 @@ class CreateApiKeyRequest(betterproto2.Message):
     The owner, `users/{user}`; `users/me` means the caller.
     """
 
-    api_key: "ApiKey | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    api_key: "ApiKey | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The key to create; display_name and scopes are required, expire_time is optional.
     """
@@ -181,9 +170,7 @@ class CreateApiKeyRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "CreateApiKeyRequest", CreateApiKeyRequest
-)
+default_message_pool.register_message("parley.session.v1", "CreateApiKeyRequest", CreateApiKeyRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -192,9 +179,7 @@ class CreateApiKeyResponse(betterproto2.Message):
     Response for SessionService.CreateApiKey.
     """
 
-    api_key: "ApiKey | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    api_key: "ApiKey | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The created key.
     """
@@ -205,9 +190,7 @@ class CreateApiKeyResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "CreateApiKeyResponse", CreateApiKeyResponse
-)
+default_message_pool.register_message("parley.session.v1", "CreateApiKeyResponse", CreateApiKeyResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -222,10 +205,7 @@ class Credentials(betterproto2.Message):
     """
 
     access_token_expire_time: "datetime.datetime | None" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the access token expires.
@@ -237,10 +217,7 @@ class Credentials(betterproto2.Message):
     """
 
     refresh_token_expire_time: "datetime.datetime | None" = betterproto2.field(
-        4,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the refresh token expires.
@@ -265,9 +242,7 @@ class GetCurrentUserRequest(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "GetCurrentUserRequest", GetCurrentUserRequest
-)
+default_message_pool.register_message("parley.session.v1", "GetCurrentUserRequest", GetCurrentUserRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -276,17 +251,13 @@ class GetCurrentUserResponse(betterproto2.Message):
     Response for SessionService.GetCurrentUser.
     """
 
-    user: "User | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    user: "User | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The signed-in user.
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "GetCurrentUserResponse", GetCurrentUserResponse
-)
+default_message_pool.register_message("parley.session.v1", "GetCurrentUserResponse", GetCurrentUserResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -317,9 +288,7 @@ class ListApiKeysRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "ListApiKeysRequest", ListApiKeysRequest
-)
+default_message_pool.register_message("parley.session.v1", "ListApiKeysRequest", ListApiKeysRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -328,9 +297,7 @@ class ListApiKeysResponse(betterproto2.Message):
     Response for SessionService.ListApiKeys.
     """
 
-    api_keys: "list[ApiKey]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    api_keys: "list[ApiKey]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The keys of this page.
     """
@@ -341,9 +308,7 @@ class ListApiKeysResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "ListApiKeysResponse", ListApiKeysResponse
-)
+default_message_pool.register_message("parley.session.v1", "ListApiKeysResponse", ListApiKeysResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -369,9 +334,7 @@ class ListSessionsRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "ListSessionsRequest", ListSessionsRequest
-)
+default_message_pool.register_message("parley.session.v1", "ListSessionsRequest", ListSessionsRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -380,9 +343,7 @@ class ListSessionsResponse(betterproto2.Message):
     Response for SessionService.ListSessions.
     """
 
-    sessions: "list[Session]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    sessions: "list[Session]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The sessions of this page.
     """
@@ -393,9 +354,7 @@ class ListSessionsResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "ListSessionsResponse", ListSessionsResponse
-)
+default_message_pool.register_message("parley.session.v1", "ListSessionsResponse", ListSessionsResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -421,9 +380,7 @@ class ListUsersRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "ListUsersRequest", ListUsersRequest
-)
+default_message_pool.register_message("parley.session.v1", "ListUsersRequest", ListUsersRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -432,9 +389,7 @@ class ListUsersResponse(betterproto2.Message):
     Response for SessionService.ListUsers.
     """
 
-    users: "list[User]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    users: "list[User]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     The users of this page, ordered by email.
     """
@@ -445,9 +400,7 @@ class ListUsersResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "ListUsersResponse", ListUsersResponse
-)
+default_message_pool.register_message("parley.session.v1", "ListUsersResponse", ListUsersResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -466,9 +419,7 @@ class LoginRequest(betterproto2.Message):
     Sign in with an email and password; starts a session.
     """
 
-    api_key: "str | None" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, optional=True, group="credential"
-    )
+    api_key: "str | None" = betterproto2.field(2, betterproto2.TYPE_STRING, optional=True, group="credential")
     """
     Exchange an API key for an access token limited to its scopes; starts no session.
     """
@@ -488,24 +439,18 @@ class LoginResponse(betterproto2.Message):
     Response for SessionService.Login.
     """
 
-    user: "User | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    user: "User | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The signed-in user.
     """
 
-    credentials: "Credentials | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    credentials: "Credentials | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The new credentials.
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "LoginResponse", LoginResponse
-)
+default_message_pool.register_message("parley.session.v1", "LoginResponse", LoginResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -517,9 +462,7 @@ class LogoutRequest(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "LogoutRequest", LogoutRequest
-)
+default_message_pool.register_message("parley.session.v1", "LogoutRequest", LogoutRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -531,9 +474,7 @@ class LogoutResponse(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "LogoutResponse", LogoutResponse
-)
+default_message_pool.register_message("parley.session.v1", "LogoutResponse", LogoutResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -553,9 +494,7 @@ class PasswordCredential(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "PasswordCredential", PasswordCredential
-)
+default_message_pool.register_message("parley.session.v1", "PasswordCredential", PasswordCredential)
 
 
 @dataclass(eq=False, repr=False)
@@ -570,9 +509,7 @@ class RefreshTokenRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "RefreshTokenRequest", RefreshTokenRequest
-)
+default_message_pool.register_message("parley.session.v1", "RefreshTokenRequest", RefreshTokenRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -581,17 +518,13 @@ class RefreshTokenResponse(betterproto2.Message):
     Response for SessionService.RefreshToken.
     """
 
-    credentials: "Credentials | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    credentials: "Credentials | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     New credentials; the refresh token in them replaces the one presented.
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "RefreshTokenResponse", RefreshTokenResponse
-)
+default_message_pool.register_message("parley.session.v1", "RefreshTokenResponse", RefreshTokenResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -616,9 +549,7 @@ class RegisterRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "RegisterRequest", RegisterRequest
-)
+default_message_pool.register_message("parley.session.v1", "RegisterRequest", RegisterRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -627,24 +558,18 @@ class RegisterResponse(betterproto2.Message):
     Response for SessionService.Register.
     """
 
-    user: "User | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    user: "User | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The new account.
     """
 
-    credentials: "Credentials | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    credentials: "Credentials | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Credentials of the session that registration started.
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "RegisterResponse", RegisterResponse
-)
+default_message_pool.register_message("parley.session.v1", "RegisterResponse", RegisterResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -695,9 +620,7 @@ class ResetPasswordRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "ResetPasswordRequest", ResetPasswordRequest
-)
+default_message_pool.register_message("parley.session.v1", "ResetPasswordRequest", ResetPasswordRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -709,9 +632,7 @@ class ResetPasswordResponse(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "ResetPasswordResponse", ResetPasswordResponse
-)
+default_message_pool.register_message("parley.session.v1", "ResetPasswordResponse", ResetPasswordResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -726,9 +647,7 @@ class RevokeApiKeyRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "RevokeApiKeyRequest", RevokeApiKeyRequest
-)
+default_message_pool.register_message("parley.session.v1", "RevokeApiKeyRequest", RevokeApiKeyRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -737,17 +656,13 @@ class RevokeApiKeyResponse(betterproto2.Message):
     Response for SessionService.RevokeApiKey.
     """
 
-    api_key: "ApiKey | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    api_key: "ApiKey | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The revoked key.
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "RevokeApiKeyResponse", RevokeApiKeyResponse
-)
+default_message_pool.register_message("parley.session.v1", "RevokeApiKeyResponse", RevokeApiKeyResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -762,9 +677,7 @@ class RevokeSessionRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "RevokeSessionRequest", RevokeSessionRequest
-)
+default_message_pool.register_message("parley.session.v1", "RevokeSessionRequest", RevokeSessionRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -773,17 +686,13 @@ class RevokeSessionResponse(betterproto2.Message):
     Response for SessionService.RevokeSession.
     """
 
-    session: "Session | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    session: "Session | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The revoked session.
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "RevokeSessionResponse", RevokeSessionResponse
-)
+default_message_pool.register_message("parley.session.v1", "RevokeSessionResponse", RevokeSessionResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -798,30 +707,21 @@ class Session(betterproto2.Message):
     """
 
     create_time: "datetime.datetime | None" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the session started.
     """
 
     last_refresh_time: "datetime.datetime | None" = betterproto2.field(
-        3,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the session last refreshed its access token.
     """
 
     expire_time: "datetime.datetime | None" = betterproto2.field(
-        4,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the session ends unless it is refreshed.
@@ -852,9 +752,7 @@ class UpdateUserRequest(betterproto2.Message):
     Request for SessionService.UpdateUser.
     """
 
-    user: "User | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    user: "User | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The user with its name and the new values.
     """
@@ -868,9 +766,7 @@ class UpdateUserRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "UpdateUserRequest", UpdateUserRequest
-)
+default_message_pool.register_message("parley.session.v1", "UpdateUserRequest", UpdateUserRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -879,17 +775,13 @@ class UpdateUserResponse(betterproto2.Message):
     Response for SessionService.UpdateUser.
     """
 
-    user: "User | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    user: "User | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The updated user.
     """
 
 
-default_message_pool.register_message(
-    "parley.session.v1", "UpdateUserResponse", UpdateUserResponse
-)
+default_message_pool.register_message("parley.session.v1", "UpdateUserResponse", UpdateUserResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -913,9 +805,7 @@ class User(betterproto2.Message):
     The name shown in the interface.
     """
 
-    role: "Role" = betterproto2.field(
-        4, betterproto2.TYPE_ENUM, default_factory=lambda: Role(0)
-    )
+    role: "Role" = betterproto2.field(4, betterproto2.TYPE_ENUM, default_factory=lambda: Role(0))
     """
     What the user may do.
     """
@@ -931,20 +821,14 @@ class User(betterproto2.Message):
     """
 
     create_time: "datetime.datetime | None" = betterproto2.field(
-        7,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        7, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the account was created. Output only.
     """
 
     update_time: "datetime.datetime | None" = betterproto2.field(
-        8,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: ___google__protobuf__.Timestamp,
-        optional=True,
+        8, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
     When the account last changed. Output only.
