@@ -27,7 +27,8 @@ def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "in
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # No file given: each logger writes to the sys.stdout of the moment (test capture swaps it).
+        logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=numeric, stream=sys.stdout, format="%(name)s %(levelname)s %(message)s")

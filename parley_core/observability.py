@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from parley_core.errors import RpcError
 
-#: Set by the auth layer once a caller is known; read when the RPC's log line is written.
+#: Set by the auth layer once a caller is known (before the handler runs, in the RPC's own
+#: context); read when the RPC's log line is written.
 current_user_id: ContextVar[str] = ContextVar("current_user_id", default="")
 
 _log = structlog.get_logger("parley.rpc")
@@ -105,7 +106,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     except RpcError as error:
                         await context.abort_with_status(error.to_status())
 
-            return _replace(handler, unary)
+            return replace_behaviour(handler, unary)
 
         inner_stream: Any = handler.unary_stream or handler.stream_stream
 
@@ -117,7 +118,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 except RpcError as error:
                     await context.abort_with_status(error.to_status())
 
-        return _replace(handler, streaming)
+        return replace_behaviour(handler, streaming)
 
     def _observe(
         self, method: str, carrier: dict[str, str], context: grpc.aio.ServicerContext[Any, Any]
@@ -142,7 +143,6 @@ class _Observation:
         parent = propagate.extract(self.carrier, getter=_Metadata())  # type: ignore[arg-type]
         self.span_cm = _tracer.start_as_current_span(self.method, context=parent, kind=SpanKind.SERVER)
         self.span = self.span_cm.__enter__()
-        self.user_token = current_user_id.set("")
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
@@ -165,11 +165,10 @@ class _Observation:
             user_id=current_user_id.get(),
             trace_id=trace_id,
         )
-        current_user_id.reset(self.user_token)
         self.span_cm.__exit__(exc_type, exc, tb)
 
 
-def _replace(
+def replace_behaviour(
     handler: grpc.RpcMethodHandler[Any, Any], behaviour: Callable[..., Any]
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The same handler with its behaviour wrapped."""

@@ -60,6 +60,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        names = Stack(_config(args)).install(args.only or None)
+    except (RuntimeError, OSError) as error:
+        print(f"parley install failed: {error}", file=sys.stderr)
+        return 1
+    print(f"installed {', '.join(names)} in {time.monotonic() - started:.1f}s")
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     stack = Stack(_config(args))
     stopped = stack.down(args.only or None)
@@ -114,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--cassandra-nodes", type=int, choices=(1, 3), help="Cassandra ring size")
     up.add_argument("--pulsar", choices=("lite", "apache"), help="which Pulsar broker to run")
     up.set_defaults(func=cmd_up)
+
+    install = sub.add_parser("install", help="download and build what is missing; start nothing")
+    install.add_argument("--only", nargs="+", metavar="NAME")
+    install.add_argument("--pulsar", choices=("lite", "apache"), help="which Pulsar broker to install")
+    install.set_defaults(func=cmd_install)
 
     down = sub.add_parser("down", help="stop everything the stack started")
     down.add_argument("--only", nargs="+", metavar="NAME")

@@ -54,6 +54,18 @@ class Stack:
         self.table = ProcessTable(self.config)
         self._failed_path = self.config.run_dir / "failed"
 
+    def install(self, only: Iterable[str] | None = None, progress: Progress | None = None) -> list[str]:
+        """Download and build what the named servers and tools need, without starting them."""
+        names = _closure(only or [*CATALOG, *TOOLS], self.config)
+        with progress or Progress() as bar:
+            for name in names:
+                server = load(name, self.config)
+                if not server.is_installed():
+                    started = time.monotonic()
+                    server.install(bar)
+                    bar.log(f"installed {server.name} in {time.monotonic() - started:.1f}s")
+        return names
+
     def up(self, only: Iterable[str] | None = None, progress: Progress | None = None) -> list[str]:
         """Install and start the named servers (default: all) and what they need; idempotent."""
         names = _closure(only or [*CATALOG, *TOOLS], self.config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -67,6 +68,22 @@ class SessionService(ParleyService):
     name = "svc_session"
     key = "session"
     requires = ("redis", "cassandra")
+
+    def environment(self) -> dict[str, str]:
+        cfg = self.config
+        return {
+            **super().environment(),
+            "PARLEY_SESSION_CASSANDRA_HOSTS": f'["{cfg.host}"]',
+            "PARLEY_SESSION_CASSANDRA_PORT": str(cfg.port("cassandra_cql")),
+            "PARLEY_SESSION_REDIS_URL": f"redis://{cfg.host}:{cfg.port('redis')}/0",
+            "PARLEY_SESSION_JWKS_PORT": str(cfg.port("session_jwks")),
+            "PARLEY_SESSION_DEV_MAILBOX_DIR": str(cfg.data_dir("mailbox")),
+        }
+
+    def processes(self) -> list[ProcessSpec]:
+        [spec] = super().processes()
+        jwks = f"http://{self.config.host}:{self.config.port('session_jwks')}/.well-known/jwks.json"
+        return [replace(spec, endpoints={**spec.endpoints, "jwks": jwks})]
 
 
 class HistoryService(ParleyService):

@@ -1,4 +1,8 @@
-"""Each service boots on a free port and answers health, reflection and UNIMPLEMENTED."""
+"""Each service boots on a free port and answers health, reflection and UNIMPLEMENTED.
+
+svc_session needs Cassandra and Redis to start; its boot is tested with the real servers in
+tests/integration/session/test_session_app.py.
+"""
 
 from __future__ import annotations
 
@@ -16,26 +20,20 @@ from grpc_reflection.v1alpha import reflection_pb2
 import svc_history.servicer
 import svc_ledger.servicer
 import svc_router.servicer
-import svc_session.servicer
 from parley.chat.v1 import chat_pb2
-from parley.session.v1 import session_pb2
+from parley.ledger.v1 import ledger_pb2
 from parley_core.errors import details_of
 from parley_core.logging import configure_logging
 from parley_core.server import RunningServer, start_server
 from parley_core.settings import ServiceSettings
-from parley_core.stubs import chat_stub, health_stub, reflection_stub, session_stub
+from parley_core.stubs import chat_stub, health_stub, ledger_stub, reflection_stub
 from svc_history.settings import HistorySettings
 from svc_ledger.settings import LedgerSettings
 from svc_router.settings import RouterSettings
-from svc_session.settings import SessionSettings
 
 Register = Callable[[grpc.aio.Server], Awaitable[Sequence[str]]]
 
 SERVICES: dict[str, tuple[Register, str]] = {
-    "svc_session": (
-        lambda s: svc_session.servicer.register(s, SessionSettings()),
-        "parley.session.v1.SessionService",
-    ),
     "svc_history": (
         lambda s: svc_history.servicer.register(s, HistorySettings()),
         "parley.history.v1.HistoryService",
@@ -97,20 +95,20 @@ async def test_unbuilt_method_is_unimplemented_with_error_info(service: tuple[Ru
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_session_methods_answer_unimplemented_with_details() -> None:
-    register, _ = SERVICES["svc_session"]
+async def test_unbuilt_methods_answer_unimplemented_with_details() -> None:
+    register, _ = SERVICES["svc_ledger"]
     running = await start_server(ServiceSettings(shutdown_grace_s=1), register)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = session_stub(channel)
+            stub = ledger_stub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.GetCurrentUser(session_pb2.GetCurrentUserRequest())
+                await stub.GetBudget(ledger_pb2.GetBudgetRequest(name="users/me/budget"))
     finally:
         await running.stop()
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     [info] = [d for d in details_of(caught.value) if isinstance(d, error_details_pb2.ErrorInfo)]
     assert info.reason == "METHOD_NOT_IMPLEMENTED"
-    assert info.metadata["method"] == "/parley.session.v1.SessionService/GetCurrentUser"
+    assert info.metadata["method"] == "/parley.ledger.v1.LedgerService/GetBudget"
 
 
 async def test_streaming_method_answers_unimplemented() -> None:
@@ -131,14 +129,16 @@ async def test_each_rpc_writes_one_json_log_line_and_counts_in_metrics(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     configure_logging("json", "info")
-    register, _ = SERVICES["svc_session"]
+    register, _ = SERVICES["svc_ledger"]
     running = await start_server(ServiceSettings(shutdown_grace_s=1), register)
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = session_stub(channel)
+            stub = ledger_stub(channel)
             with pytest.raises(grpc.aio.AioRpcError):
-                await stub.Logout(session_pb2.LogoutRequest(), metadata=[("traceparent", traceparent)])
+                await stub.GetAdminOverview(
+                    ledger_pb2.GetAdminOverviewRequest(), metadata=[("traceparent", traceparent)]
+                )
         assert running.metrics_port is not None
         # The server records the RPC just after sending its status; poll briefly for it.
         async with httpx.AsyncClient() as http:
@@ -152,11 +152,11 @@ async def test_each_rpc_writes_one_json_log_line_and_counts_in_metrics(
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"event": "rpc"' in line]
     assert len(lines) == 1
     [line] = lines
-    assert line["method"] == "/parley.session.v1.SessionService/Logout"
+    assert line["method"] == "/parley.ledger.v1.LedgerService/GetAdminOverview"
     assert line["status"] == "UNIMPLEMENTED"
     assert line["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert line["peer"].startswith("ipv4:127.0.0.1:")
     assert line["duration_ms"] >= 0
-    logout = 'method="/parley.session.v1.SessionService/Logout"'
+    logout = 'method="/parley.ledger.v1.LedgerService/GetAdminOverview"'
     assert f'parley_grpc_requests_total{{code="UNIMPLEMENTED",{logout}}} 1.0' in exposition
     assert f"parley_grpc_request_duration_seconds_count{{{logout}}} 1.0" in exposition

@@ -1,0 +1,83 @@
+"""Cassandra wiring every service shares: a session at LOCAL_QUORUM and awaitable queries.
+
+The DataStax driver's I/O runs on its own event-loop thread; `execute` bridges its
+ResponseFuture to an asyncio future, so no query ever blocks the service's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from cassandra import ConsistencyLevel
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import PreparedStatement
+
+LOCAL_DC = "datacenter1"
+
+
+def connect(hosts: Sequence[str], port: int, *, request_timeout_s: float = 10.0) -> tuple[Cluster, Session]:
+    """A cluster and session whose statements default to LOCAL_QUORUM (LWTs: LOCAL_SERIAL)."""
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=LOCAL_DC)),
+        consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+        serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+        request_timeout=request_timeout_s,
+    )
+    cluster = Cluster(
+        list(hosts),
+        port=port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        protocol_version=5,
+    )
+    return cluster, cluster.connect()
+
+
+def create_keyspace(session: Session, keyspace: str, replication_factor: int) -> None:
+    """The keyspace with NetworkTopologyStrategy in the local data centre (idempotent)."""
+    session.execute(
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
+        f"{{'class': 'NetworkTopologyStrategy', '{LOCAL_DC}': {int(replication_factor)}}}"
+    )
+
+
+async def execute(
+    session: Session, statement: PreparedStatement | str, params: Sequence[Any] = ()
+) -> list[Any]:
+    """Run a statement without blocking the loop; returns all rows of the first page."""
+    future: ResponseFuture = session.execute_async(statement, params)
+    return await _rows(future)
+
+
+async def execute_lwt(
+    session: Session, statement: PreparedStatement | str, params: Sequence[Any] = ()
+) -> bool:
+    """Run a lightweight transaction; True when it was applied."""
+    future: ResponseFuture = session.execute_async(statement, params)
+    rows = await _rows(future)
+    return bool(rows[0][0]) if rows else False
+
+
+def _rows(future: ResponseFuture) -> asyncio.Future[list[Any]]:
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future[list[Any]] = loop.create_future()
+
+    def done(rows: Any) -> None:
+        loop.call_soon_threadsafe(_settle, result, list(rows or []), None)
+
+    def failed(error: BaseException) -> None:
+        loop.call_soon_threadsafe(_settle, result, None, error)
+
+    future.add_callbacks(done, failed)
+    return result
+
+
+def _settle(result: asyncio.Future[list[Any]], rows: list[Any] | None, error: BaseException | None) -> None:
+    if result.done():
+        return
+    if error is not None:
+        result.set_exception(error)
+    else:
+        result.set_result(rows or [])

@@ -1,0 +1,56 @@
+"""Small conversions between the wire and plain Python used by every servicer."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from parley_core.errors import FieldViolation, invalid_argument
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    """A protobuf Timestamp, or None (an unset field) for None."""
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def from_timestamp(value: Timestamp, present: bool) -> datetime | None:
+    """An aware datetime for a set Timestamp field, None for an unset one."""
+    return value.ToDatetime(tzinfo=UTC) if present else None
+
+
+def parse_name(name: str, pattern: str, field: str) -> dict[str, str]:
+    """Split a resource name such as users/{user}/sessions/{session} into its ids.
+
+    Ids are 1 to 64 characters of letters, digits, '-' and '_'; anything else is
+    INVALID_ARGUMENT naming the field.
+    """
+    regex = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[A-Za-z0-9_-]{1,64})", re.escape(pattern)) + "$"
+    match = re.match(regex, name)
+    if match is None:
+        raise invalid_argument([FieldViolation(field, f"must look like {pattern}")])
+    return match.groupdict()
+
+
+def client_address(context: grpc.aio.ServicerContext[object, object]) -> str:
+    """The caller's IP address as the server saw the connection (never a header)."""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer or "unknown"
+
+
+def user_agent(context: grpc.aio.ServicerContext[object, object]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "user-agent" and isinstance(value, str):
+            return value
+    return ""
