@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import statistics
 import tempfile
@@ -29,6 +30,7 @@ import grpc
 
 from parley.session.v1 import session_pb2 as pb
 from parley_core.auth import AuthInterceptor, JwtVerifier
+from parley_core.logging import configure_logging
 from parley_core.revocation import RedisRevocationList
 from parley_core.server import start_server
 from parley_core.servicer import add_servicer
@@ -70,7 +72,7 @@ async def _serve_echo(interceptors: Sequence[grpc.aio.ServerInterceptor]) -> Any
 
 
 async def run(calls: int, logins: int, concurrency: int) -> dict[str, float]:
-    stack = LocalStack(stack_config_for_tests(), reuse=True)
+    stack = LocalStack(stack_config_for_tests(), reuse=os.environ.get("PARLEY_TEST_REUSE_STACK") == "1")
     stack.ensure("cassandra", "redis")
     cql_host, cql_port = stack.endpoint("cassandra-1", "cql")
     redis_host, redis_port = stack.endpoint("redis", "redis")
@@ -137,6 +139,7 @@ async def run(calls: int, logins: int, concurrency: int) -> dict[str, float]:
         results["verify_alone_over_bare"] = statistics.fmean(verify_times) / bare_mean
     finally:
         await app.stop()
+        stack.close()
     return results
 
 
@@ -148,6 +151,7 @@ def main() -> None:
     parser.add_argument("--logins", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
+    configure_logging("console", "warning")  # one log line per RPC would dominate the timing
     results = asyncio.run(run(args.calls, args.logins, args.concurrency))
     print(json.dumps({k: round(v, 3) for k, v in results.items()}, indent=2))
 

@@ -1,7 +1,8 @@
 """Where the local stack lives and which ports it listens on.
 
-Every port has a default; `PARLEY_STACK_PORT_OFFSET` shifts all of them at once, so a
-test session can run a second stack beside a developer's, and
+Every port has a default in one window of 100 ports; `PARLEY_STACK_PORT_OFFSET` (a
+multiple of 100) shifts all of them at once, so a test session can run a second stack
+beside a developer's, and
 `PARLEY_STACK_PORTS='{"redis": 7000}'` overrides single ports.
 """
 
@@ -14,31 +15,40 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+#: The first port of the default stack. Every port lies in [BASE_PORT, BASE_PORT + 100), so
+#: stacks whose offsets differ by a multiple of 100 never share a port.
+BASE_PORT = 20000
+PORT_WINDOW = 100
+
+#: Each server's port as an offset from the stack's base port.
 DEFAULT_PORTS: dict[str, int] = {
-    "redis": 16379,
-    "cassandra_cql": 19042,
-    "cassandra_storage": 17000,
-    "pulsar": 16650,
-    "pulsar_http": 18081,
-    "pulsar_bookie": 13181,  # Apache Pulsar standalone only (its one bookie)
-    "weaviate_http": 18080,
-    "weaviate_grpc": 15051,
-    "weaviate_gossip": 17946,  # and the next port (data)
-    "weaviate_raft": 18300,  # and the next port (raft rpc)
-    "triton_http": 18000,
-    "triton_grpc": 18001,
-    "triton_metrics": 18002,
-    "envoy_public": 18443,
-    "envoy_admin": 19901,
-    "session_grpc": 17101,
-    "history_grpc": 17102,
-    "router_grpc": 17103,
-    "ledger_grpc": 17104,
-    "session_metrics": 17201,
-    "history_metrics": 17202,
-    "router_metrics": 17203,
-    "ledger_metrics": 17204,
-    "session_jwks": 17301,
+    name: BASE_PORT + slot
+    for name, slot in {
+        "envoy_public": 0,  # the public endpoint: gRPC, gRPC-Web and the web pages
+        "envoy_admin": 1,
+        "session_grpc": 10,
+        "history_grpc": 11,
+        "router_grpc": 12,
+        "ledger_grpc": 13,
+        "session_metrics": 20,
+        "history_metrics": 21,
+        "router_metrics": 22,
+        "ledger_metrics": 23,
+        "session_jwks": 30,
+        "redis": 40,
+        "cassandra_cql": 42,
+        "cassandra_storage": 43,
+        "pulsar": 50,
+        "pulsar_http": 51,
+        "pulsar_bookie": 52,  # Apache Pulsar standalone only (its one bookie)
+        "weaviate_http": 60,
+        "weaviate_grpc": 61,
+        "weaviate_gossip": 62,  # and the next port (data)
+        "weaviate_raft": 64,  # and the next port (raft rpc)
+        "triton_http": 70,
+        "triton_grpc": 71,
+        "triton_metrics": 72,
+    }.items()
 }
 
 
@@ -49,7 +59,8 @@ class StackConfig(BaseSettings):
 
     state_dir: Path = REPO_ROOT / ".state"
     host: str = "127.0.0.1"
-    port_offset: int = 0
+    #: Shifts every port; a multiple of 100 (tests use 1000, a developer's stack 0).
+    port_offset: int = Field(default=0, ge=0, multiple_of=PORT_WINDOW)
     ports: dict[str, int] = Field(default_factory=dict)
     cassandra_nodes: int = 1
     pulsar: str = "lite"  # "lite" (pulsar-lite) or "apache" (Apache Pulsar standalone)

@@ -10,14 +10,28 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from parley_stack.config import StackConfig
+from parley_stack.config import PORT_WINDOW, StackConfig
 from parley_stack.stack import Stack
+
+
+def test_port_offset() -> int:
+    """The port offset of the test session's stack."""
+    return int(os.environ.get("PARLEY_TEST_PORT_OFFSET", "1000"))
+
+
+def side_stack_offset(slot: int) -> int:
+    """An offset for a test's own extra stack (a Cassandra ring, Apache Pulsar), slot >= 1.
+
+    It sits beside the session's stack, one window of ports per slot, so parallel test
+    runs at different PARLEY_TEST_PORT_OFFSETs never collide.
+    """
+    return test_port_offset() + PORT_WINDOW * slot
 
 
 def stack_config_for_tests() -> StackConfig:
     if os.environ.get("PARLEY_TEST_REUSE_STACK") == "1":
         return StackConfig()
-    return StackConfig(port_offset=int(os.environ.get("PARLEY_TEST_PORT_OFFSET", "1000")))
+    return StackConfig(port_offset=test_port_offset())
 
 
 class LocalStack:

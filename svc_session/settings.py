@@ -31,11 +31,11 @@ class SessionSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PARLEY_SESSION_", env_nested_delimiter="__", extra="ignore")
 
     cassandra_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
-    cassandra_port: int = 19042
+    cassandra_port: int = 20042
     keyspace: str = "parley"
     #: Replicas per data centre when the keyspace is created (3 in production).
     replication_factor: int = 1
-    redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_url: str = "redis://127.0.0.1:20040/0"
 
     #: JWT `iss` and `aud`; every service verifies both.
     issuer: str = "https://parley.local/session"

@@ -17,13 +17,12 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, S
 from cassandra.policies import DCAwareRoundRobinPolicy, FallthroughRetryPolicy, TokenAwarePolicy
 
 from parley_stack.config import StackConfig
-from parley_stack.testing import LocalStack
+from parley_stack.testing import LocalStack, side_stack_offset
 
 pytestmark = pytest.mark.integration
 
-#: Shifts the ring's ports (CQL 21542, storage 19500) clear of every port of the stacks at
-#: offsets 0 and 1000 (2000 would put the storage port on the test stack's Triton HTTP port).
-RING_PORT_OFFSET = 2500
+#: The ring runs in its own window of ports beside the test session's stack.
+RING_PORT_OFFSET = side_stack_offset(1)
 
 
 @contextmanager

@@ -3,7 +3,7 @@
 Parley's services hand work to each other over shared and key-shared subscriptions and
 rely on the broker to redeliver what a crashed or failing consumer did not acknowledge, so
 each of those behaviours is checked on pulsar-lite (the default, the shared session stack)
-and on Apache Pulsar standalone (a stack of its own at port offset 3000).
+and on Apache Pulsar standalone (a stack of its own, beside the test session's).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 
 from parley_stack.config import StackConfig
 from parley_stack.servers.pulsar import NAMESPACE
-from parley_stack.testing import LocalStack
+from parley_stack.testing import LocalStack, side_stack_offset
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ NACK_DELAY_MS = 100
 @pytest.fixture(scope="module")
 def apache_stack() -> Iterator[LocalStack]:
     """Apache Pulsar standalone beside the session stack (and a developer's), stopped at the end."""
-    handle = LocalStack(StackConfig(pulsar="apache", port_offset=3000), reuse=False)
+    handle = LocalStack(StackConfig(pulsar="apache", port_offset=side_stack_offset(2)), reuse=False)
     try:
         yield handle
     finally:
