@@ -12,7 +12,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -92,9 +92,13 @@ async def start_server(
     )
 
 
-async def serve_until_signal(settings: ServiceSettings, register: Register) -> None:
-    """Run a server until SIGTERM or SIGINT, then stop it gracefully."""
-    running = await start_server(settings, register)
+class Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
+async def serve_until_signal(start: Callable[[], Awaitable[Stoppable]]) -> None:
+    """Start something that serves, wait for SIGTERM or SIGINT, then stop it gracefully."""
+    running = await start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -104,7 +108,12 @@ async def serve_until_signal(settings: ServiceSettings, register: Register) -> N
     _log.info("stopped")
 
 
-def run_service(settings: ServiceSettings, register: Register) -> None:
+def run_until_signal(settings: ServiceSettings, start: Callable[[], Awaitable[Stoppable]]) -> None:
     """The `main` of a service process: logging, uvloop, serve until a signal."""
     configure_logging(settings.log_format, settings.log_level)
-    uvloop.run(serve_until_signal(settings, register))
+    uvloop.run(serve_until_signal(start))
+
+
+def run_service(settings: ServiceSettings, register: Register) -> None:
+    """`run_until_signal` for a service that is just its servicers."""
+    run_until_signal(settings, lambda: start_server(settings, register))
