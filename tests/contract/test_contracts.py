@@ -34,7 +34,7 @@ EVENTS = {"MessageCreated", "TurnCompleted", "ConversationDeleted", "UserDeleted
 @pytest.fixture(scope="module")
 def image() -> descriptor_pb2.FileDescriptorSet:
     built = subprocess.run(
-        [str(BUF), "build", "--exclude-imports", "-o", "-#format=binpb"],
+        [str(BUF), "build", "protos", "--exclude-imports", "-o", "-#format=binpb"],
         cwd=REPO,
         capture_output=True,
         check=True,
