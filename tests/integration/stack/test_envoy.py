@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import struct
 
 import grpc
@@ -31,15 +32,24 @@ def test_admin_ready_answers_live(envoy: LocalStack) -> None:
     assert reply.text.strip() == "LIVE"
 
 
-async def test_native_grpc_reaches_the_session_service(envoy: LocalStack) -> None:
+async def test_native_grpc_signs_up_and_in_through_the_proxy(envoy: LocalStack) -> None:
     host, port = envoy.endpoint("envoy", "public")
+    email = f"edge-{secrets.token_hex(4)}@parley.test"
     async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+        stub = session_stub(channel)
+        registered = await stub.Register(
+            session_pb2.RegisterRequest(email=email, password="through the front door", display_name="Edge"),
+            timeout=10,
+        )
+        token = (("authorization", f"Bearer {registered.credentials.access_token}"),)
+        me = await stub.GetCurrentUser(session_pb2.GetCurrentUserRequest(), metadata=token, timeout=5)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await session_stub(channel).GetCurrentUser(session_pb2.GetCurrentUserRequest(), timeout=5)
-    # The service's own answer (with its ErrorInfo) comes back through the proxy untouched.
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            await stub.GetCurrentUser(session_pb2.GetCurrentUserRequest(), timeout=5)
+    assert me.user.email == email
+    # The service's own refusal (with its ErrorInfo) comes back through the proxy untouched.
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     [info] = [d for d in details_of(caught.value) if isinstance(d, error_details_pb2.ErrorInfo)]
-    assert info.reason == "METHOD_NOT_IMPLEMENTED"
+    assert info.reason == "UNAUTHENTICATED"
 
 
 async def test_unknown_path_is_not_routed(envoy: LocalStack) -> None:
@@ -72,4 +82,4 @@ def test_grpc_web_call_gets_a_grpc_web_answer_with_cors(envoy: LocalStack) -> No
     if status is None:  # or in a trailer frame (flag 0x80) in the body
         assert reply.content[0] == 0x80
         status = reply.content[5:].decode().split("grpc-status:")[1].split("\r\n")[0].strip()
-    assert status == str(grpc.StatusCode.UNIMPLEMENTED.value[0])
+    assert status == str(grpc.StatusCode.UNAUTHENTICATED.value[0])
