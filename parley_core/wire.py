@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 import grpc
@@ -38,9 +39,28 @@ def parse_name(name: str, pattern: str, field: str) -> dict[str, str]:
     return match.groupdict()
 
 
-def client_address(context: grpc.aio.ServicerContext[object, object]) -> str:
-    """The caller's IP address as the server saw the connection (never a header)."""
-    peer = context.peer() or ""
+#: Set by Parley's edge (Envoy overwrites whatever a client sent) to the client's address.
+CLIENT_ADDRESS_HEADER = "x-parley-client-address"
+
+
+def client_address(
+    context: grpc.aio.ServicerContext[object, object], trusted_proxies: Collection[str] = ()
+) -> str:
+    """The caller's IP address.
+
+    It is the connection's peer, unless that peer is one of trusted_proxies (the edge), in
+    which case the edge's CLIENT_ADDRESS_HEADER names the client. A header from anyone else
+    is ignored, so a client cannot choose its own address.
+    """
+    peer = _peer_address(context.peer() or "")
+    if peer in trusted_proxies:
+        for key, value in context.invocation_metadata() or ():
+            if key == CLIENT_ADDRESS_HEADER and isinstance(value, str) and value.strip():
+                return value.strip()
+    return peer
+
+
+def _peer_address(peer: str) -> str:
     kind, _, rest = peer.partition(":")
     if kind == "ipv4":
         return rest.rsplit(":", 1)[0]

@@ -64,7 +64,7 @@ class SessionServiceServicer:
             request.password,
             request.display_name,
             user_agent(context),
-            client_address(context),
+            client_address(context, self._settings.trusted_proxies),
         )
         return pb.RegisterResponse(user=_user(user), credentials=_credentials(credentials))
 
@@ -75,10 +75,12 @@ class SessionServiceServicer:
                 request.password.email,
                 request.password.password,
                 request.user_agent or user_agent(context),
-                client_address(context),
+                client_address(context, self._settings.trusted_proxies),
             )
         elif kind == "api_key":
-            user, credentials = await self._accounts.login_api_key(request.api_key, client_address(context))
+            user, credentials = await self._accounts.login_api_key(
+                request.api_key, client_address(context, self._settings.trusted_proxies)
+            )
         else:
             raise errors.bad_request(FieldViolation("credential", "set password or api_key"))
         return pb.LoginResponse(user=_user(user), credentials=_credentials(credentials))
@@ -122,7 +124,9 @@ class SessionServiceServicer:
     async def RequestPasswordReset(
         self, request: pb.RequestPasswordResetRequest, context: Context
     ) -> pb.RequestPasswordResetResponse:
-        await self._accounts.request_password_reset(request.email, client_address(context))
+        await self._accounts.request_password_reset(
+            request.email, client_address(context, self._settings.trusted_proxies)
+        )
         return pb.RequestPasswordResetResponse()
 
     async def ResetPassword(

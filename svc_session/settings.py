@@ -59,5 +59,8 @@ class SessionSettings(ServiceSettings):
     api_key_bucket: BucketSize = BucketSize(capacity=300, refill_per_s=5.0)
     auth_address_bucket: BucketSize = BucketSize(capacity=20, refill_per_s=0.2)
     auth_email_bucket: BucketSize = BucketSize(capacity=5, refill_per_s=1 / 60)
+    #: Peers whose `x-parley-client-address` header is believed (the edge proxies); the
+    #: sign-in buckets then count the client's address instead of the proxy's.
+    trusted_proxies: list[str] = Field(default_factory=list)
     #: Emails that become admins when they register (bootstrap of the first operator).
     admin_emails: list[str] = Field(default_factory=list)

@@ -78,6 +78,8 @@ class SessionService(ParleyService):
             "PARLEY_SESSION_REDIS_URL": f"redis://{cfg.host}:{cfg.port('redis')}/0",
             "PARLEY_SESSION_JWKS_PORT": str(cfg.port("session_jwks")),
             "PARLEY_SESSION_DEV_MAILBOX_DIR": str(cfg.data_dir("mailbox")),
+            # Envoy reaches the services from loopback and names the client in a header.
+            "PARLEY_SESSION_TRUSTED_PROXIES": f'["{cfg.host}"]',
         }
 
     def processes(self) -> list[ProcessSpec]:

@@ -39,13 +39,17 @@ async def test_native_grpc_signs_up_and_in_through_the_proxy(envoy: LocalStack) 
         stub = session_stub(channel)
         registered = await stub.Register(
             session_pb2.RegisterRequest(email=email, password="through the front door", display_name="Edge"),
+            # A client naming its own address: Envoy overwrites it with the real one.
+            metadata=(("x-parley-client-address", "198.51.100.77"),),
             timeout=10,
         )
         token = (("authorization", f"Bearer {registered.credentials.access_token}"),)
         me = await stub.GetCurrentUser(session_pb2.GetCurrentUserRequest(), metadata=token, timeout=5)
+        sessions = await stub.ListSessions(session_pb2.ListSessionsRequest(parent="users/me"), metadata=token)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.GetCurrentUser(session_pb2.GetCurrentUserRequest(), timeout=5)
     assert me.user.email == email
+    assert [s.client_address for s in sessions.sessions] == [host]
     # The service's own refusal (with its ErrorInfo) comes back through the proxy untouched.
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     [info] = [d for d in details_of(caught.value) if isinstance(d, error_details_pb2.ErrorInfo)]
