@@ -96,9 +96,18 @@ class Stoppable(Protocol):
     async def stop(self) -> None: ...
 
 
+class StartError(Exception):
+    """The service could not start (a dependency is unreachable, a port is taken)."""
+
+
 async def serve_until_signal(start: Callable[[], Awaitable[Stoppable]]) -> None:
     """Start something that serves, wait for SIGTERM or SIGINT, then stop it gracefully."""
-    running = await start()
+    try:
+        running = await start()
+    except Exception as error:
+        # One clear line for the operator; the orchestrator restarts the process.
+        _log.error("start failed", error=f"{type(error).__name__}: {error}")
+        raise StartError(str(error)) from error
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,7 +120,10 @@ async def serve_until_signal(start: Callable[[], Awaitable[Stoppable]]) -> None:
 def run_until_signal(settings: ServiceSettings, start: Callable[[], Awaitable[Stoppable]]) -> None:
     """The `main` of a service process: logging, uvloop, serve until a signal."""
     configure_logging(settings.log_format, settings.log_level)
-    uvloop.run(serve_until_signal(start))
+    try:
+        uvloop.run(serve_until_signal(start))
+    except StartError:
+        raise SystemExit(1) from None
 
 
 def run_service(settings: ServiceSettings, register: Register) -> None:
