@@ -13,12 +13,10 @@ which one they talk to.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import string
 import struct
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -27,6 +25,7 @@ from parley_stack.config import StackConfig
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server
 from parley_stack.servers.debian import apt_install
+from parley_stack.servers.wheels import install_wheel
 
 LITE_VERSION = "0.2.0"
 PULSAR_VERSION = "4.0.7"  # 4.0.8's jetcd-core-shaded and pulsar-opentelemetry are not served
@@ -117,37 +116,23 @@ def _fill(template: str, **values: object) -> str:
 
 
 class _Lite:
-    """pulsar-lite in a virtual environment of its own (it pins its own pulsar-client)."""
+    """pulsar-lite's broker binary, from its wheel, in a folder of its own."""
 
     def __init__(self, config: StackConfig, cache: Path) -> None:
         self.config = config
-        self.venv = cache / f"lite-{LITE_VERSION}"
+        self.target = cache / f"lite-{LITE_VERSION}"
 
     def binary(self) -> Path | None:
-        found = sorted(self.venv.glob("lib/python*/site-packages/pulsar_lite/bin/pulsar-lite"))
-        return found[0] if found else None
+        found = self.target / "pulsar_lite" / "bin" / "pulsar-lite"
+        return found if found.is_file() else None
 
     def is_installed(self) -> bool:
         return self.binary() is not None
 
     def install(self, progress: Progress) -> None:
-        bundled = Path(sys.executable).with_name("uv")  # the project venv pins uv
-        uv = str(bundled) if bundled.exists() else shutil.which("uv") or "uv"
-        env = {**os.environ, "UV_CACHE_DIR": str(self.config.cache_dir / "uv")}
-        if not (self.venv / "pyvenv.cfg").exists():
-            progress.run(
-                "pulsar-lite: uv venv",
-                [uv, "venv", "--quiet", "--python", sys.executable, str(self.venv)],
-                env=env,
-            )
-        # --no-deps: only the broker binary is used; its Python client wrapper (and the
-        # pulsar-client it pins) would be 10 MB more for nothing.
-        progress.run(
-            f"pulsar-lite {LITE_VERSION}: uv pip install",
-            [uv, "pip", "install", "--quiet", "--no-deps", "--python", str(self.venv / "bin" / "python"),
-             f"pulsar-lite=={LITE_VERSION}"],
-            env=env,
-        )  # fmt: skip
+        # No dependencies: only the broker binary is used; the Python client wrapper (and
+        # the pulsar-client it pins) would be 10 MB more for nothing.
+        install_wheel(self.config, progress, f"pulsar-lite=={LITE_VERSION}", self.target)
         if self.binary() is None:
             raise RuntimeError(f"pulsar-lite {LITE_VERSION} installed no pulsar_lite/bin/pulsar-lite")
 

@@ -27,6 +27,7 @@ from parley_stack.config import REPO_ROOT
 from parley_stack.process import ProcessTable
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server, http_ok
+from parley_stack.servers.wheels import install_wheel, uv_binary, uv_env
 
 PYTRITON_VERSION = "0.7.0"  # Triton Inference Server 2.51.0
 MODEL_REPOSITORY = REPO_ROOT / "model_repo"
@@ -111,26 +112,18 @@ class TritonServer(Server):
 
     def install(self, progress: Progress) -> None:
         self._marker.unlink(missing_ok=True)
-        uv = str(Path(sys.executable).with_name("uv"))
-        env = {
-            **os.environ,
-            "UV_CACHE_DIR": str(self.config.cache_dir / "uv"),
-            "UV_PYTHON_DOWNLOADS": "never",
-        }
+        uv, env = uv_binary(), uv_env(self.config)
         log = self.cache / "install.log"
 
         if not self._server_unpacked():
-            # Unpack into a scratch folder and rename, so a broken download never looks installed.
-            scratch = self.cache / "server.partial"
-            shutil.rmtree(scratch, ignore_errors=True)
-            progress.run(
-                f"download Triton (nvidia-pytriton {PYTRITON_VERSION}, ~55 MB)",
-                [uv, "pip", "install", "--no-deps", "--link-mode", "copy", "--target", str(scratch),
-                 f"nvidia-pytriton=={PYTRITON_VERSION}"],
-                env=env, log_path=log,
-            )  # fmt: skip
-            shutil.rmtree(self._server_dir, ignore_errors=True)
-            scratch.rename(self._server_dir)
+            install_wheel(
+                self.config,
+                progress,
+                f"nvidia-pytriton=={PYTRITON_VERSION}",
+                self._server_dir,
+                description=f"download Triton (nvidia-pytriton {PYTRITON_VERSION}, ~55 MB)",
+                log_path=log,
+            )
 
         shutil.rmtree(self._model_env, ignore_errors=True)
         progress.run(

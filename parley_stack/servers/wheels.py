@@ -22,12 +22,20 @@ def uv_binary() -> str:
 
 
 def uv_env(config: StackConfig) -> dict[str, str]:
-    """The environment for uv: the shared download cache lives under the state folder."""
-    return {**os.environ, "UV_CACHE_DIR": str(config.cache_dir / "uv")}
+    """The environment for uv: the shared download cache lives under the state folder, and
+    environments use this machine's Python (uv never downloads an interpreter)."""
+    return {**os.environ, "UV_CACHE_DIR": str(config.cache_dir / "uv"), "UV_PYTHON_DOWNLOADS": "never"}
 
 
 def install_wheel(
-    config: StackConfig, progress: Progress, requirement: str, target: Path, *, deps: bool = False
+    config: StackConfig,
+    progress: Progress,
+    requirement: str,
+    target: Path,
+    *,
+    deps: bool = False,
+    description: str | None = None,
+    log_path: Path | None = None,
 ) -> None:
     """Install requirement into target atomically: a failed install leaves no folder behind."""
     scratch = target.with_name(target.name + ".partial")
@@ -35,6 +43,11 @@ def install_wheel(
     argv = [uv_binary(), "pip", "install", "--quiet", "--link-mode", "copy", "--target", str(scratch)]
     if not deps:
         argv.append("--no-deps")
-    progress.run(f"uv pip install {requirement}", [*argv, requirement], env=uv_env(config))
+    progress.run(
+        description or f"uv pip install {requirement}",
+        [*argv, requirement],
+        env=uv_env(config),
+        log_path=log_path,
+    )
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
