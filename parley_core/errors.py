@@ -102,3 +102,36 @@ def details_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[object]:
                 detail.Unpack(message)
                 decoded.append(message)
     return decoded
+
+
+def _backend_of(error: BaseException) -> str | None:
+    """The dependency an infrastructure error came from, or None for a bug."""
+    module = type(error).__module__
+    if module.startswith("cassandra"):
+        return "cassandra"
+    if module.startswith("redis"):
+        return "redis"
+    if module.startswith(("pulsar", "_pulsar")):
+        return "pulsar"
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return "network"
+    return None
+
+
+def from_unexpected(error: BaseException) -> RpcError:
+    """The status for an exception no domain code turned into an RpcError.
+
+    A dependency that is down or slow is UNAVAILABLE with RetryInfo (a retry may succeed);
+    anything else is INTERNAL. Neither repeats the exception's text, which can hold
+    addresses and internals a caller has no business seeing.
+    """
+    backend = _backend_of(error)
+    if backend is not None:
+        return RpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            "BACKEND_UNAVAILABLE",
+            f"a storage or messaging backend ({backend}) is unavailable; retry shortly",
+            metadata={"backend": backend},
+            retry_after_s=1.0,
+        )
+    return RpcError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")

@@ -21,7 +21,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from parley_core.errors import RpcError
+from parley_core.errors import RpcError, from_unexpected
 
 #: Set by the auth layer once a caller is known (before the handler runs, in the RPC's own
 #: context); read when the RPC's log line is written.
@@ -105,6 +105,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                         return await inner_unary(request, context)
                     except RpcError as error:
                         await context.abort_with_status(error.to_status())
+                    except Exception as error:  # the last line of defence
+                        await context.abort_with_status(_unexpected(method, error).to_status())
 
             return replace_behaviour(handler, unary)
 
@@ -117,6 +119,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                         yield response
                 except RpcError as error:
                     await context.abort_with_status(error.to_status())
+                except Exception as error:  # the last line of defence
+                    await context.abort_with_status(_unexpected(method, error).to_status())
 
         return replace_behaviour(handler, streaming)
 
@@ -166,6 +170,14 @@ class _Observation:
             trace_id=trace_id,
         )
         self.span_cm.__exit__(exc_type, exc, tb)
+
+
+def _unexpected(method: str, error: Exception) -> RpcError:
+    """Log an exception no domain code handled, with its traceback, and choose its status."""
+    if isinstance(error, grpc.aio.AbortError):
+        raise error  # context.abort() already set the status
+    _log.error("unhandled exception", method=method, exc_info=error)
+    return from_unexpected(error)
 
 
 def replace_behaviour(

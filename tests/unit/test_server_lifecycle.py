@@ -7,11 +7,14 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 import pytest
+import redis
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpclib.client import Channel
 
 from parley.session.v1 import session_pb2
 from parley_bp.parley.session.v1 import GetCurrentUserRequest, Role, SessionServiceStub
+from parley_core.errors import details_of
 from parley_core.server import start_server
 from parley_core.servicer import add_servicer
 from parley_core.settings import ServiceSettings
@@ -94,3 +97,49 @@ async def test_health_says_not_serving_during_the_drain_delay() -> None:
         reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         await asyncio.wait_for(stopping, 5)
+
+
+class _FailingServicer:
+    """For these tests only: GetCurrentUser fails the way a broken dependency or a bug does."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def GetCurrentUser(
+        self, request: session_pb2.GetCurrentUserRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> session_pb2.GetCurrentUserResponse:
+        raise self.error
+
+
+async def _fail_with(error: Exception) -> grpc.aio.AioRpcError:
+    servicer = _FailingServicer(error)
+
+    async def register(server: grpc.aio.Server) -> Sequence[str]:
+        return [add_servicer(server, SERVICE, servicer)]
+
+    running = await start_server(ServiceSettings(metrics_port=-1, shutdown_grace_s=1), register)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await session_stub(channel).GetCurrentUser(session_pb2.GetCurrentUserRequest())
+    finally:
+        await running.stop()
+    return caught.value
+
+
+async def test_a_down_dependency_is_unavailable_with_retry_info() -> None:
+    error = await _fail_with(redis.exceptions.ConnectionError("Error 111 connecting to 10.1.2.3:6379"))
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "10.1.2.3" not in (error.details() or "")
+    details = details_of(error)
+    [info] = [d for d in details if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert (info.reason, info.metadata["backend"]) == ("BACKEND_UNAVAILABLE", "redis")
+    assert any(isinstance(d, error_details_pb2.RetryInfo) for d in details)
+
+
+async def test_a_bug_is_internal_without_its_message() -> None:
+    error = await _fail_with(KeyError("secret internals"))
+
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert error.details() == "internal error"
