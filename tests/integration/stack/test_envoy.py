@@ -1,4 +1,5 @@
-"""Envoy from the local stack: its admin answers LIVE and it routes gRPC and gRPC-Web."""
+"""Envoy from the local stack: its admin answers LIVE, it routes gRPC and gRPC-Web, and it
+names the real client to the sign-in rate limits."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from parley.session.v1 import session_pb2
 from parley_core.errors import details_of
 from parley_core.stubs import health_stub, session_stub
 from parley_stack.testing import LocalStack
+from tests.integration.edge.grpc_web import call, client_from, random_loopback
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +89,29 @@ def test_grpc_web_call_gets_a_grpc_web_answer_with_cors(envoy: LocalStack) -> No
         assert reply.content[0] == 0x80
         status = reply.content[5:].decode().split("grpc-status:")[1].split("\r\n")[0].strip()
     assert status == str(grpc.StatusCode.UNAUTHENTICATED.value[0])
+
+
+def test_a_rotating_x_forwarded_for_does_not_escape_the_address_bucket(envoy: LocalStack) -> None:
+    # Regression: without use_remote_address Envoy named the rightmost X-Forwarded-For entry
+    # as the client, so a new one per request was a fresh sign-in bucket (0 of 30 refused).
+    # svc_session runs the production default here: 20 attempts per address, one more per 5 s.
+    # A different email each time, so only the address bucket can refuse; from an address of
+    # this test's own, so 127.0.0.1 (every other test) keeps its tokens.
+    edge = envoy.endpoint("envoy", "public")
+    replies = []
+    with client_from(random_loopback()) as client:
+        for attempt in range(30):
+            email = f"guess-{secrets.token_hex(6)}@parley.test"
+            login = session_pb2.LoginRequest(
+                password=session_pb2.PasswordCredential(email=email, password="not the password")
+            )
+            spoofed = {"x-forwarded-for": f"198.51.{attempt}.{1 + secrets.randbelow(254)}"}
+            replies.append(call(client, edge, "/parley.session.v1.SessionService/Login", login, spoofed))
+
+    refused = [r for r in replies if r.code == grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert {r.code for r in replies} <= {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert replies[0].code == grpc.StatusCode.UNAUTHENTICATED
+    assert refused, "30 wrong passwords from one address, none refused: the spoofed XFF picked the bucket"
+    for reply in refused:
+        info = reply.error_info()
+        assert (info.reason, dict(info.metadata)) == ("RATE_LIMITED", {"bucket": "addr"})
