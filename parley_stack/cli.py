@@ -1,4 +1,4 @@
-"""`parley`: run the local stack (up, down, status, logs)."""
+"""`parley`: run the local stack (up, down, status, logs) and its operator commands."""
 
 from __future__ import annotations
 
@@ -116,6 +116,14 @@ def cmd_tool(args: argparse.Namespace) -> int:
     os.execv(binary, [binary, *args.args])  # noqa: S606
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    """svc_session's out-of-band admin command, with the running stack's settings."""
+    service = load("svc_session", StackConfig())
+    env = {**os.environ, **service.environment()}  # type: ignore[attr-defined]
+    argv = [sys.executable, "-m", "svc_session", "admin", args.admin_command, args.email]
+    os.execve(sys.executable, argv, env)  # noqa: S606
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description="Run Parley's local stack.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     tool.add_argument("name")
     tool.add_argument("args", nargs=argparse.REMAINDER)
     tool.set_defaults(func=cmd_tool)
+
+    admin = sub.add_parser("admin", help="operator commands against the running stack")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    grant = admin_sub.add_parser("grant", help="make the account with this (verified) email an admin")
+    grant.add_argument("email")
+    grant.set_defaults(func=cmd_admin)
     return parser
 
 

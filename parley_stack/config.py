@@ -35,6 +35,7 @@ DEFAULT_PORTS: dict[str, int] = {
         "router_metrics": 22,
         "ledger_metrics": 23,
         "session_jwks": 30,
+        "session_rls": 31,  # Envoy's rate limit service: internal, for the edge only
         "redis": 40,
         "cassandra_cql": 42,
         "cassandra_storage": 43,

@@ -1,4 +1,5 @@
-"""svc_session assembled: adapters, domain, servicers, interceptors and the JWKS endpoint.
+"""svc_session assembled: adapters, domain, servicers, interceptors, the JWKS endpoint, the
+internal rate limit listener and the mail relay.
 
 `SessionApp.start` is what `python -m svc_session` runs and what integration tests start
 in-process against the local stack's real Cassandra and Redis.
@@ -14,35 +15,65 @@ import grpc
 import structlog
 from aiohttp import web
 from cassandra.cluster import Cluster
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from parley_core.auth import AuthInterceptor, JwtVerifier
+from parley_core.auth import AuthInterceptor, JwtVerifier, Revocations
 from parley_core.cassandra import connect
-from parley_core.revocation import RedisRevocationList
 from parley_core.server import RunningServer, start_server
 from svc_session.accounts import Accounts
-from svc_session.keys import KeyRing
-from svc_session.mailbox import Mailer
+from svc_session.api_keys import ApiKeys
+from svc_session.email_proofs import EmailProofs
+from svc_session.keys import KeyEncryptionKey, KeyRing
+from svc_session.mailbox import DevMailbox, MailRelay
 from svc_session.ratelimit import RateLimits, TokenBucketLimiter
 from svc_session.rls import add_rate_limit_service
 from svc_session.servicer import PUBLIC_METHODS, SessionServiceServicer
+from svc_session.servicer import register as register_session
+from svc_session.sessions import Sessions
 from svc_session.settings import SessionSettings
-from svc_session.store import SessionStore
+from svc_session.store import Stores
 
 _log = structlog.get_logger("svc_session")
 
 JWKS_PATH = "/.well-known/jwks.json"
 
 
+@dataclass(frozen=True)
+class Domain:
+    """svc_session's domain objects, wired to their adapters."""
+
+    limits: RateLimits
+    sessions: Sessions
+    api_keys: ApiKeys
+    proofs: EmailProofs
+    accounts: Accounts
+
+    @classmethod
+    def assemble(
+        cls, settings: SessionSettings, stores: Stores, keys: KeyRing, redis: Redis, revocations: Revocations
+    ) -> Domain:
+        limits = RateLimits(TokenBucketLimiter(redis), settings)
+        sessions = Sessions(settings, stores.users, stores.sessions, keys, revocations)
+        api_keys = ApiKeys(stores.users, stores.api_keys, sessions, limits)
+        proofs = EmailProofs(settings, stores.users, stores.proofs, sessions, api_keys, limits)
+        accounts = Accounts(settings, stores.users, sessions, proofs, limits)
+        return cls(limits, sessions, api_keys, proofs, accounts)
+
+
 @dataclass
 class SessionApp:
     settings: SessionSettings
     server: RunningServer
+    rls_server: RunningServer
     jwks_runner: web.AppRunner
     jwks_port: int
     keys: KeyRing
+    stores: Stores
     accounts: Accounts
     limits: RateLimits
+    revocations: Revocations
+    relay: MailRelay | None
     cluster: Cluster
     redis: Redis
 
@@ -50,56 +81,89 @@ class SessionApp:
     def port(self) -> int:
         return self.server.port
 
+    @property
+    def rls_port(self) -> int:
+        return self.rls_server.port
+
     @classmethod
     async def start(cls, settings: SessionSettings) -> SessionApp:
+        if settings.key_encryption_key is None:
+            raise ValueError("PARLEY_SESSION_KEY_ENCRYPTION_KEY is not set (32 bytes, base64url)")
+        kek = KeyEncryptionKey(settings.key_encryption_key.get_secret_value())
         cluster, cql = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
-        store = await asyncio.to_thread(
-            SessionStore.open, cql, settings.keyspace, settings.replication_factor
+        stores = await asyncio.to_thread(Stores.open, cql, settings.keyspace, settings.replication_factor)
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
         )
-        redis = Redis.from_url(settings.redis_url)
-        keys = KeyRing(store, settings.key_rotation_s, settings.access_token_ttl_s)
+        keys = KeyRing(
+            stores.keys,
+            kek,
+            settings.key_rotation_s,
+            settings.access_token_ttl_s,
+            settings.key_publish_lead_s,
+        )
         await keys.load()
-        revocations = RedisRevocationList(redis)
-        limits = RateLimits(TokenBucketLimiter(redis), settings)
-        mailer = Mailer(store, settings.dev_mailbox_dir)
-        accounts = Accounts(settings, store, keys, revocations, limits, mailer)
-        servicer = SessionServiceServicer(settings, accounts, limits)
+        revocations = Revocations(redis)
+        await revocations.start()
+        domain = Domain.assemble(settings, stores, keys, redis, revocations)
+        limits, proofs, accounts = domain.limits, domain.proofs, domain.accounts
+        servicer = SessionServiceServicer(
+            settings, accounts, domain.sessions, domain.api_keys, proofs, limits
+        )
         verifier = JwtVerifier(keys, settings.issuer, settings.audience, revocations)
-        interceptor = AuthInterceptor(verifier, PUBLIC_METHODS | {_RLS_METHOD})
+        registry = CollectorRegistry()
+        interceptor = AuthInterceptor(verifier, PUBLIC_METHODS, registry=registry)
 
         async def register(server: grpc.aio.Server) -> list[str]:
-            from svc_session.servicer import register as register_session
+            return list(await register_session(server, servicer))
 
-            names = list(await register_session(server, servicer))
-            names.append(add_rate_limit_service(server, limits))
-            return names
+        async def register_rls(server: grpc.aio.Server) -> list[str]:
+            return [add_rate_limit_service(server, limits, verifier)]
 
-        running = await start_server(settings, register, interceptors=[interceptor])
-        runner, jwks_port = await _serve_jwks(keys, settings.host, settings.jwks_port)
-        _log.info("jwks served", port=jwks_port, path=JWKS_PATH)
-        return cls(settings, running, runner, jwks_port, keys, accounts, limits, cluster, redis)
+        running = await start_server(settings, register, interceptors=[interceptor], registry=registry)
+        # Envoy's rate limit service on a listener of its own, which only the edge reaches.
+        rls_settings = settings.model_copy(
+            update={"host": settings.rls_host, "port": settings.rls_port, "metrics_port": -1}
+        )
+        rls = await start_server(rls_settings, register_rls)
+        runner, jwks_port = await _serve_jwks(keys, settings)
+        _log.info("jwks served", port=jwks_port, path=JWKS_PATH, rls_port=rls.port)
+        relay = None
+        if settings.dev_mailbox_dir is not None:
+            relay = MailRelay(
+                proofs, stores.proofs, DevMailbox(settings.dev_mailbox_dir), poll_s=settings.mail_poll_s
+            )
+            relay.start()
+        return cls(
+            settings, running, rls, runner, jwks_port, keys, stores, accounts, limits, revocations, relay,
+            cluster, redis,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         await self.server.stop()
+        await self.rls_server.stop()
+        if self.relay is not None:
+            await self.relay.stop()
         await self.jwks_runner.cleanup()
+        await self.revocations.close()
         await self.redis.aclose()
         await asyncio.to_thread(self.cluster.shutdown)
 
 
-#: Envoy's rate limit calls come from the proxy, which carries no user token.
-_RLS_METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+async def _serve_jwks(keys: KeyRing, settings: SessionSettings) -> tuple[web.AppRunner, int]:
+    cache_control = f"public, max-age={settings.jwks_max_age_s}"
 
-
-async def _serve_jwks(keys: KeyRing, host: str, port: int) -> tuple[web.AppRunner, int]:
     async def jwks(request: web.Request) -> web.Response:
         await keys.key_set(refresh=False)  # rotates when due
-        return web.json_response(keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+        return web.json_response(keys.jwks(), headers={"Cache-Control": cache_control})
 
     app = web.Application()
     app.router.add_get(JWKS_PATH, jwks)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, settings.host, settings.jwks_port)
     await site.start()
     server: Any = site._server
     bound = int(server.sockets[0].getsockname()[1])

@@ -67,3 +67,22 @@ def api_key_sign_in_cannot(what: str) -> RpcError:
         f"{what} needs a signed-in session, not an API key",
         DOMAIN,
     )
+
+
+def email_not_verified(what: str) -> RpcError:
+    return RpcError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "EMAIL_NOT_VERIFIED",
+        f"{what} need a verified email address; open the link mailed at sign-up",
+        DOMAIN,
+    )
+
+
+def invalid_verification_token() -> RpcError:
+    return RpcError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_VERIFICATION_TOKEN",
+        "the verification token is unknown, used or expired",
+        DOMAIN,
+        field_violations=[FieldViolation("verification_token", "unknown, already used or expired")],
+    )

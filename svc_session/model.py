@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+
+
+def now() -> datetime:
+    """Now, at the millisecond precision Cassandra stores, so a read equals what was written."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def digest(secret: str) -> str:
+    """How a random secret (a token, an API key) is stored: its SHA-256.
+
+    The secrets carry 256 bits of entropy, so a slow hash adds nothing.
+    """
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def epoch_ms(moment: datetime | None) -> int:
+    return 0 if moment is None else int(moment.timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -18,10 +37,19 @@ class User:
     create_time: datetime
     update_time: datetime
     version: int  # bumped by every update; the etag is derived from it
+    #: The owner proved the address (the verification link, or a password reset).
+    email_verified: bool = False
+    #: Sessions started and tokens issued before this are over ("end all sessions", a
+    #: password reset); None when that never happened.
+    not_before: datetime | None = None
 
     @property
     def etag(self) -> str:
         return f'W/"{self.version}"'
+
+    def started_before_cutoff(self, when: datetime) -> bool:
+        """True when something that began at `when` was ended by `not_before`."""
+        return self.not_before is not None and when < self.not_before
 
 
 @dataclass(frozen=True)
@@ -61,6 +89,9 @@ class RefreshToken:
     session_id: str
     used: bool
     expire_time: datetime
+    used_time: datetime | None = None
+    #: The credentials that replaced it, encrypted under a key derived from the token.
+    successor: bytes = b""
 
 
 @dataclass(frozen=True)

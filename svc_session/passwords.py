@@ -8,6 +8,7 @@ Hashing runs in a worker thread: Argon2id is deliberately slow and would stall t
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -21,8 +22,10 @@ MAX_LENGTH = 256
 #: as OWASP suggests for interactive logins on small servers.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
-#: A hash to verify against when the email is unknown, so timing does not reveal it.
-_DECOY = _hasher.hash("parley-decoy-password")
+#: A hash to verify against when there is no hash to check (an unknown email, an account
+#: without a password), so the timing does not tell. Its password is random per process
+#: and known to nobody, and a match against it never signs anyone in.
+_DECOY = _hasher.hash(secrets.token_urlsafe(32))
 
 
 def policy_violations(field: str, password: str, email: str = "") -> list[FieldViolation]:
@@ -43,10 +46,14 @@ async def hash_password(password: str) -> str:
 
 
 async def verify_password(stored_hash: str | None, password: str) -> bool:
-    """True when password matches; always does the same work, known account or not."""
+    """True when password matches stored_hash; always does the same work.
+
+    A missing or empty hash fails (after the decoy's work): no account is ever signed in
+    without a hash of its own to match.
+    """
     target = stored_hash or _DECOY
     try:
         matched = await asyncio.to_thread(_hasher.verify, target, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
-    return bool(matched) and stored_hash is not None
+    return bool(matched) and bool(stored_hash)

@@ -23,7 +23,7 @@ import ipaddress
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import redis.asyncio
@@ -100,6 +100,12 @@ return reply
 """
 
 
+class AuthAttemptLimits(Protocol):
+    """The brute-force buckets of the sign-in methods (RateLimits implements it)."""
+
+    async def check_auth_attempt(self, client_address: str, email: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Decision:
     """What one bucket said about one request."""
@@ -157,7 +163,7 @@ class TokenBucketLimiter:
 class Bucket:
     """One bucket a request counts against: its kind, Redis key and size."""
 
-    #: "user", "apikey", "addr" or "email"; sent as ErrorInfo metadata `bucket`.
+    #: "user", "apikey", "addr", "email_addr" or "email"; sent as ErrorInfo metadata `bucket`.
     kind: str
     key: str
     size: BucketSize
@@ -221,6 +227,14 @@ class RateLimits:
         ident = email_ident(_required("email", email))
         return Bucket("email", bucket_key("email", ident), self._settings.auth_email_bucket, "email")
 
+    def email_address_bucket(self, email: str, client_address: str) -> Bucket:
+        """The strict bucket of one email tried from one address (an IPv6 /64)."""
+        ident = (
+            email_ident(_required("email", email)) + ":" + address_ident(_required("address", client_address))
+        )
+        size = self._settings.auth_email_address_bucket
+        return Bucket("email_addr", bucket_key("emailaddr", ident), size, "email_addr")
+
     async def take(
         self, buckets: Sequence[Bucket], cost: int = 1, *, timeout_s: float | None = None
     ) -> list[Decision]:
@@ -253,13 +267,18 @@ class RateLimits:
     async def check_auth_attempt(self, client_address: str, email: str) -> None:
         """Register, Login and RequestPasswordReset: the address's and the email's buckets.
 
-        An empty email (an API key sign-in) counts against the address only. Both buckets
-        are taken together or not at all (see the module docstring).
+        An email is counted twice: strictly per email and address, so guessing from one
+        address stops soon without keeping the owner (elsewhere) out, and loosely per
+        email alone, a backstop against guessing from many addresses. An empty email (an
+        API key sign-in) counts against the address only. The buckets are taken together
+        or not at all (see the module docstring).
         """
         buckets = []
         if client_address.strip():
             buckets.append(self.address_bucket(client_address))
         if email.strip():
+            if client_address.strip():
+                buckets.append(self.email_address_bucket(email, client_address))
             buckets.append(self.email_bucket(email))
         await self._check(buckets)
 

@@ -1,20 +1,25 @@
 """Envoy's rate limit service (`envoy.service.ratelimit.v3.RateLimitService`) over the same
 Redis buckets as svc_session's own checks, so a limit holds whichever way a request comes in.
 
+It is internal: served on a listener of its own that only the edge reaches, never on the
+public port. Even so, it believes no identity a descriptor states: a caller's user, API key
+and tier come from its verified access token, whose role and tier are the current ones
+(parley_core.auth), so nobody can spend another user's bucket or pick a bigger tier.
+
 Each descriptor counts against one bucket, chosen by the entry keys Envoy's rate limit
 actions produce:
 
-- `api_key`: the API key's bucket;
-- `user_id` (with an optional `tier` entry sizing it; without one, the default tier's
-  size): the user's bucket, the same one `RateLimits.check_user` takes from;
+- `access_token` (the `authorization` header, `Bearer <jwt>`, or the bare token): the
+  API key's bucket for a token issued from an API key, otherwise the user's bucket sized
+  by the user's tier, the same ones svc_session's own checks take from. A token that does
+  not verify limits nothing here: the service it is sent to refuses it anyway;
 - `email`: the per-email sign-in bucket (the email is hashed, as in svc_session);
 - `remote_address`: the per-address sign-in bucket.
 
 When one descriptor carries several of these keys, the most specific one wins, in the
-order above: a key belongs to one user, a user may share an email's bucket with nobody,
-and an address is shared by everyone behind it. Other keys (`generic_key`, `path`, ...)
-are ignored, with a warning the first time each is seen; a descriptor with none of the
-known keys is OK with no limit. `hits_addend` is the cost (0 means 1), and, as in
+order above. Other keys (`user_id`, `tier`, `generic_key`, `path`, ...) are ignored, with a
+warning the first time each is seen; a descriptor with none of the known keys is OK with
+no limit. `hits_addend` is the cost (0 means 1), and, as in
 `RateLimits`, the descriptors of one request are taken all or nothing.
 
 Each status carries the tokens left and, as `duration_until_reset`, the time until this
@@ -27,13 +32,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 
+from parley_core.auth import Principal
+from parley_core.errors import RpcError
 from parley_core.servicer import add_servicer
 from svc_session.ratelimit import Bucket, RateLimits
 from svc_session.settings import BucketSize
@@ -41,9 +48,7 @@ from svc_session.settings import BucketSize
 SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"]
 
 #: Descriptor keys naming a bucket, most specific first.
-BUCKET_KEYS = ("api_key", "user_id", "email", "remote_address")
-#: A key that only sizes another: the user's tier.
-TIER_KEY = "tier"
+BUCKET_KEYS = ("access_token", "email", "remote_address")
 
 _Code = rls_pb2.RateLimitResponse.Code
 _Unit = rls_pb2.RateLimitResponse.RateLimit.Unit
@@ -52,13 +57,25 @@ _UNITS = ((_Unit.SECOND, 1), (_Unit.MINUTE, 60), (_Unit.HOUR, 3600), (_Unit.DAY,
 _log = structlog.get_logger("svc_session.rls")
 
 
-def bucket_of(limits: RateLimits, entries: Iterable[tuple[str, str]]) -> Bucket | None:
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Principal: ...
+
+
+async def bucket_of(
+    limits: RateLimits, verifier: TokenVerifier, entries: Iterable[tuple[str, str]]
+) -> Bucket | None:
     """The one bucket a descriptor counts against, or None when it names none."""
-    values = {key: value for key, value in entries if value.strip()}
-    if "api_key" in values:
-        return limits.api_key_bucket(values["api_key"])
-    if "user_id" in values:
-        return limits.user_bucket(values["user_id"], values.get(TIER_KEY, ""))
+    values = {key: value.strip() for key, value in entries if value.strip()}
+    if "access_token" in values:
+        scheme, _, rest = values["access_token"].partition(" ")
+        token = rest.strip() if scheme.lower() == "bearer" else values["access_token"]
+        try:
+            principal = await verifier.verify(token)
+        except RpcError:
+            return None
+        if principal.api_key_id:
+            return limits.api_key_bucket(principal.api_key_id)
+        return limits.user_bucket(principal.user_id, principal.tier)
     if "email" in values:
         return limits.email_bucket(values["email"])
     if "remote_address" in values:
@@ -85,8 +102,9 @@ class RateLimitServicer:
     #: At most this many distinct unknown keys are remembered (and warned about).
     _MAX_WARNED = 256
 
-    def __init__(self, limits: RateLimits) -> None:
+    def __init__(self, limits: RateLimits, verifier: TokenVerifier) -> None:
         self._limits = limits
+        self._verifier = verifier
         self._warned: set[str] = set()
 
     async def ShouldRateLimit(
@@ -96,7 +114,7 @@ class RateLimitServicer:
         for descriptor in request.descriptors:
             entries = [(entry.key, entry.value) for entry in descriptor.entries]
             self._warn_unknown(request.domain, [key for key, _value in entries])
-            buckets.append(bucket_of(self._limits, entries))
+            buckets.append(await bucket_of(self._limits, self._verifier, entries))
         limited = [bucket for bucket in buckets if bucket is not None]
         decisions = iter(
             await self._limits.take(limited, request.hits_addend or 1, timeout_s=context.time_remaining())
@@ -125,13 +143,13 @@ class RateLimitServicer:
 
     def _warn_unknown(self, domain: str, keys: Iterable[str]) -> None:
         for key in keys:
-            if key in BUCKET_KEYS or key == TIER_KEY or key in self._warned:
+            if key in BUCKET_KEYS or key in self._warned:
                 continue
             if len(self._warned) < self._MAX_WARNED:
                 self._warned.add(key)
                 _log.warning("rate limit descriptor key ignored", key=key, domain=domain)
 
 
-def add_rate_limit_service(server: grpc.aio.Server, limits: RateLimits) -> str:
+def add_rate_limit_service(server: grpc.aio.Server, limits: RateLimits, verifier: TokenVerifier) -> str:
     """Serve Envoy's rate limit service on server; returns its name for health and reflection."""
-    return add_servicer(server, SERVICE, RateLimitServicer(limits))
+    return add_servicer(server, SERVICE, RateLimitServicer(limits, verifier))

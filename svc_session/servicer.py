@@ -15,7 +15,10 @@ from parley_core.servicer import add_servicer
 from parley_core.wire import client_address, from_timestamp, parse_name, timestamp, user_agent
 from svc_session import errors
 from svc_session.accounts import Accounts
+from svc_session.api_keys import ApiKeys
+from svc_session.email_proofs import EmailProofs
 from svc_session.model import ApiKey, Credentials, Session, User
+from svc_session.sessions import Sessions
 from svc_session.settings import SessionSettings
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SessionService"]
@@ -23,7 +26,7 @@ SERVICE = pb.DESCRIPTOR.services_by_name["SessionService"]
 #: Methods callable without an access token.
 PUBLIC_METHODS = frozenset(
     f"/{SERVICE.full_name}/{name}"
-    for name in ("Register", "Login", "RefreshToken", "RequestPasswordReset", "ResetPassword")
+    for name in ("Register", "Login", "RefreshToken", "RequestPasswordReset", "ResetPassword", "VerifyEmail")
 )
 
 _ROLES = {"user": pb.ROLE_USER, "admin": pb.ROLE_ADMIN}
@@ -43,9 +46,20 @@ class CallerLimits(Protocol):
 class SessionServiceServicer:
     """parley.session.v1.SessionService."""
 
-    def __init__(self, settings: SessionSettings, accounts: Accounts, limits: CallerLimits) -> None:
+    def __init__(
+        self,
+        settings: SessionSettings,
+        accounts: Accounts,
+        sessions: Sessions,
+        api_keys: ApiKeys,
+        proofs: EmailProofs,
+        limits: CallerLimits,
+    ) -> None:
         self._settings = settings
         self._accounts = accounts
+        self._sessions = sessions
+        self._api_keys = api_keys
+        self._proofs = proofs
         self._limits = limits
 
     async def _caller(self, scope: str | None = "account") -> Principal:
@@ -78,7 +92,7 @@ class SessionServiceServicer:
                 client_address(context, self._settings.trusted_proxies),
             )
         elif kind == "api_key":
-            user, credentials = await self._accounts.login_api_key(
+            user, credentials = await self._api_keys.login(
                 request.api_key, client_address(context, self._settings.trusted_proxies)
             )
         else:
@@ -88,11 +102,13 @@ class SessionServiceServicer:
     async def RefreshToken(
         self, request: pb.RefreshTokenRequest, context: Context
     ) -> pb.RefreshTokenResponse:
-        credentials = await self._accounts.refresh(request.refresh_token)
+        if not request.refresh_token:
+            raise errors.bad_request(FieldViolation("refresh_token", "must not be empty"))
+        credentials = await self._sessions.refresh(request.refresh_token)
         return pb.RefreshTokenResponse(credentials=_credentials(credentials))
 
     async def Logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
-        await self._accounts.logout(await self._caller(scope=None))
+        await self._sessions.logout(await self._caller(scope=None))
         return pb.LogoutResponse()
 
     async def GetCurrentUser(
@@ -105,10 +121,8 @@ class SessionServiceServicer:
         self, request: pb.ListSessionsRequest, context: Context
     ) -> pb.ListSessionsResponse:
         principal = await self._caller()
-        user_id = resolve_user(principal, request.parent)
-        page = await self._accounts.list_sessions(
-            user_id, page_size(request.page_size, 50, 200), request.page_token
-        )
+        user = await self._accounts.get_user(resolve_user(principal, request.parent))
+        page = await self._sessions.list(user, page_size(request.page_size, 50, 200), request.page_token)
         sessions = [_session(s, principal) for s in page.items if isinstance(s, Session)]
         return pb.ListSessionsResponse(sessions=sessions, next_page_token=page.next_token)
 
@@ -118,13 +132,13 @@ class SessionServiceServicer:
         principal = await self._caller()
         ids = parse_name(request.name, "users/{user}/sessions/{session}", "name")
         user_id = resolve_user(principal, f"users/{ids['user']}", field_name="name")
-        session = await self._accounts.revoke_session(user_id, ids["session"])
+        session = await self._sessions.revoke(user_id, ids["session"])
         return pb.RevokeSessionResponse(session=_session(session, principal))
 
     async def RequestPasswordReset(
         self, request: pb.RequestPasswordResetRequest, context: Context
     ) -> pb.RequestPasswordResetResponse:
-        await self._accounts.request_password_reset(
+        await self._proofs.request_password_reset(
             request.email, client_address(context, self._settings.trusted_proxies)
         )
         return pb.RequestPasswordResetResponse()
@@ -132,7 +146,7 @@ class SessionServiceServicer:
     async def ResetPassword(
         self, request: pb.ResetPasswordRequest, context: Context
     ) -> pb.ResetPasswordResponse:
-        await self._accounts.reset_password(request.reset_token, request.new_password)
+        await self._proofs.reset_password(request.reset_token, request.new_password)
         return pb.ResetPasswordResponse()
 
     async def CreateApiKey(
@@ -141,10 +155,10 @@ class SessionServiceServicer:
         principal = await self._caller()
         if principal.api_key_id:
             raise errors.api_key_sign_in_cannot("CreateApiKey")
-        user_id = resolve_user(principal, request.parent)
+        user = await self._accounts.get_user(resolve_user(principal, request.parent))
         wanted = request.api_key
-        api_key, secret = await self._accounts.create_api_key(
-            user_id,
+        api_key, secret = await self._api_keys.create(
+            user,
             wanted.display_name,
             list(wanted.scopes),
             from_timestamp(wanted.expire_time, wanted.HasField("expire_time")),
@@ -156,7 +170,7 @@ class SessionServiceServicer:
         principal = await self._caller()
         user_id = resolve_user(principal, request.parent)
         size = page_size(request.page_size, 50, 200)
-        page = await self._accounts.list_api_keys(user_id, request.show_revoked, size, request.page_token)
+        page = await self._api_keys.list(user_id, request.show_revoked, size, request.page_token)
         keys = [_api_key(k) for k in page.items if isinstance(k, ApiKey)]
         return pb.ListApiKeysResponse(api_keys=keys, next_page_token=page.next_token)
 
@@ -166,9 +180,7 @@ class SessionServiceServicer:
         principal = await self._caller()
         ids = parse_name(request.name, "users/{user}/apiKeys/{api_key}", "name")
         user_id = resolve_user(principal, f"users/{ids['user']}", field_name="name")
-        return pb.RevokeApiKeyResponse(
-            api_key=_api_key(await self._accounts.revoke_api_key(user_id, ids["api_key"]))
-        )
+        return pb.RevokeApiKeyResponse(api_key=_api_key(await self._api_keys.revoke(user_id, ids["api_key"])))
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: Context) -> pb.ListUsersResponse:
         require_admin(await self._caller())
@@ -211,6 +223,26 @@ class SessionServiceServicer:
         user = await self._accounts.update_user(admin, ids["user"], changes, request.user.etag)
         return pb.UpdateUserResponse(user=_user(user))
 
+    async def VerifyEmail(self, request: pb.VerifyEmailRequest, context: Context) -> pb.VerifyEmailResponse:
+        user = await self._proofs.verify_email(request.verification_token)
+        return pb.VerifyEmailResponse(user=_user(user))
+
+    async def ResendVerificationEmail(
+        self, request: pb.ResendVerificationEmailRequest, context: Context
+    ) -> pb.ResendVerificationEmailResponse:
+        principal = await self._caller()
+        await self._accounts.resend_verification(principal.user_id)
+        return pb.ResendVerificationEmailResponse()
+
+    async def EndAllSessions(
+        self, request: pb.EndAllSessionsRequest, context: Context
+    ) -> pb.EndAllSessionsResponse:
+        principal = await self._caller()
+        if principal.api_key_id:
+            raise errors.api_key_sign_in_cannot("EndAllSessions")
+        await self._accounts.end_all_sessions(resolve_user(principal, request.parent))
+        return pb.EndAllSessionsResponse()
+
 
 def _user(user: User) -> pb.User:
     return pb.User(
@@ -223,6 +255,7 @@ def _user(user: User) -> pb.User:
         create_time=timestamp(user.create_time),
         update_time=timestamp(user.update_time),
         etag=user.etag,
+        email_verified=user.email_verified,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 import sys
 from dataclasses import replace
 
@@ -77,15 +79,28 @@ class SessionService(ParleyService):
             "PARLEY_SESSION_CASSANDRA_PORT": str(cfg.port("cassandra_cql")),
             "PARLEY_SESSION_REDIS_URL": f"redis://{cfg.host}:{cfg.port('redis')}/0",
             "PARLEY_SESSION_JWKS_PORT": str(cfg.port("session_jwks")),
+            "PARLEY_SESSION_RLS_HOST": cfg.host,
+            "PARLEY_SESSION_RLS_PORT": str(cfg.port("session_rls")),
+            "PARLEY_SESSION_KEY_ENCRYPTION_KEY": self._key_encryption_key(),
+            "PARLEY_SESSION_PUBLIC_URL": f"http://{cfg.host}:{cfg.port('envoy_public')}",
             "PARLEY_SESSION_DEV_MAILBOX_DIR": str(cfg.data_dir("mailbox")),
             # Envoy reaches the services from loopback and names the client in a header.
             "PARLEY_SESSION_TRUSTED_PROXIES": f'["{cfg.host}"]',
         }
 
+    def _key_encryption_key(self) -> str:
+        """This stack's KEK, made once and kept with its data (a KMS secret in production)."""
+        path = self.config.data_dir("svc_session") / "key-encryption-key"
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))
+        return path.read_text().strip()
+
     def processes(self) -> list[ProcessSpec]:
         [spec] = super().processes()
         jwks = f"http://{self.config.host}:{self.config.port('session_jwks')}/.well-known/jwks.json"
-        return [replace(spec, endpoints={**spec.endpoints, "jwks": jwks})]
+        rls = f"{self.config.host}:{self.config.port('session_rls')}"
+        return [replace(spec, endpoints={**spec.endpoints, "jwks": jwks, "rls": rls})]
 
 
 class HistoryService(ParleyService):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import ClassVar
 
 import grpc
 import pytest
@@ -11,6 +12,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from parley_core.auth import Principal, unauthenticated
 from svc_session.ratelimit import (
     RateLimits,
     TokenBucketLimiter,
@@ -78,33 +80,59 @@ def test_a_default_tier_without_a_size_is_a_configuration_error() -> None:
         RateLimits(TokenBucketLimiter(redis.asyncio.Redis()), settings)
 
 
+class KnownTokens:
+    """A verifier that knows three tokens (the unit-test stand-in for JwtVerifier)."""
+
+    PRINCIPALS: ClassVar[dict[str, Principal]] = {
+        "user-token": Principal("u1", "user", "pro", frozenset({"chat"})),
+        "key-token": Principal("u1", "user", "pro", frozenset({"chat"}), api_key_id="k1"),
+        "stranger-tier": Principal("u2", "user", "platinum", frozenset({"chat"})),
+    }
+
+    async def verify(self, token: str) -> Principal:
+        if token not in self.PRINCIPALS:
+            raise unauthenticated("unknown token", "INVALID_TOKEN")
+        return self.PRINCIPALS[token]
+
+
 @pytest.mark.parametrize(
     ("entries", "key"),
     [
-        ([("remote_address", "10.0.0.1"), ("api_key", "k1"), ("user_id", "u1")], "rl:apikey:k1"),
-        ([("remote_address", "10.0.0.1"), ("user_id", "u1")], "rl:user:u1"),
+        ([("remote_address", "10.0.0.1"), ("access_token", "Bearer key-token")], "rl:apikey:k1"),
+        ([("remote_address", "10.0.0.1"), ("access_token", "Bearer user-token")], "rl:user:u1"),
+        ([("access_token", "user-token")], "rl:user:u1"),
         ([("remote_address", "10.0.0.1"), ("email", "a@b.co")], f"rl:email:{email_ident('a@b.co')}"),
         ([("generic_key", "login"), ("remote_address", "10.0.0.1")], "rl:addr:10.0.0.1"),
-        ([("api_key", ""), ("remote_address", "10.0.0.1")], "rl:addr:10.0.0.1"),
+        ([("access_token", ""), ("remote_address", "10.0.0.1")], "rl:addr:10.0.0.1"),
+        # Stated identities are not believed: only the verified token names a user.
+        ([("user_id", "u9"), ("api_key", "k9"), ("remote_address", "10.0.0.1")], "rl:addr:10.0.0.1"),
     ],
 )
-def test_a_descriptor_counts_against_its_most_specific_key(
+async def test_a_descriptor_counts_against_its_most_specific_key(
     limits: RateLimits, entries: list[tuple[str, str]], key: str
 ) -> None:
-    bucket = bucket_of(limits, entries)
+    bucket = await bucket_of(limits, KnownTokens(), entries)
     assert bucket is not None
     assert bucket.key == key
 
 
-def test_a_descriptor_without_known_keys_has_no_bucket(limits: RateLimits) -> None:
-    assert bucket_of(limits, [("generic_key", "x"), ("path", "/a")]) is None
-    assert bucket_of(limits, [("tier", "pro")]) is None
+async def test_a_descriptor_without_known_keys_has_no_bucket(limits: RateLimits) -> None:
+    assert await bucket_of(limits, KnownTokens(), [("generic_key", "x"), ("path", "/a")]) is None
+    assert await bucket_of(limits, KnownTokens(), [("user_id", "u1"), ("tier", "pro")]) is None
 
 
-def test_the_tier_entry_sizes_the_user_bucket(limits: RateLimits) -> None:
-    bucket = bucket_of(limits, [("user_id", "u1"), ("tier", "pro")])
+async def test_a_token_that_does_not_verify_limits_nothing(limits: RateLimits) -> None:
+    assert await bucket_of(limits, KnownTokens(), [("access_token", "Bearer forged")]) is None
+
+
+async def test_the_verified_tier_sizes_the_user_bucket_whatever_the_descriptor_says(
+    limits: RateLimits,
+) -> None:
+    bucket = await bucket_of(limits, KnownTokens(), [("access_token", "Bearer user-token"), ("tier", "free")])
     assert bucket == limits.user_bucket("u1", "pro")
     assert bucket.size == PRO
+    unknown = await bucket_of(limits, KnownTokens(), [("access_token", "stranger-tier")])
+    assert unknown == limits.user_bucket("u2", "free")  # an unknown tier gets the default's size
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,21 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from parley.session.v1 import session_pb2 as pb
 from parley_core.stubs import session_stub
 from parley_stack.testing import LocalStack
 from svc_session.app import SessionApp
+from svc_session.keys import KeyEncryptionKey
 from svc_session.settings import BucketSize, SessionSettings
+from tests.integration.session.helpers import PASSWORD, register_verified
 
 if TYPE_CHECKING:
     from parley.session.v1.session_pb2_grpc import SessionServiceAsyncStub
 
 ADMIN_EMAIL = "root@parley.test"
+#: One key-encryption key for the test run: every SessionApp on a keyspace shares it.
+TEST_KEK = KeyEncryptionKey.generate()
+REFRESH_GRACE_S = 1
 
 
 @pytest.fixture(scope="session")
@@ -42,13 +48,20 @@ def session_settings(stack: LocalStack, mailbox: Path, **overrides: object) -> S
         "keyspace": f"parley_test_{secrets.token_hex(4)}",
         "redis_url": f"redis://{redis_host}:{redis_port}/0",
         "dev_mailbox_dir": mailbox,
-        "admin_emails": [ADMIN_EMAIL],
+        "key_encryption_key": TEST_KEK,
+        # Mail is sent by the relay at once when this process queues it; the poll is for
+        # other replicas' mail.
+        "mail_poll_s": 0.5,
+        # A retried refresh within a second gets the same credentials; tests of reuse wait
+        # that second out.
+        "refresh_reuse_grace_s": REFRESH_GRACE_S,
         "metrics_port": -1,
         "shutdown_grace_s": 1,
         # Every test client connects from 127.0.0.1, and one test registers one email twenty
         # times at once: the sign-in buckets must not be what a test runs into, unless it is
         # the point of the test (test_password_guessing... runs the production defaults).
         "auth_address_bucket": BucketSize(capacity=10_000, refill_per_s=100),
+        "auth_email_address_bucket": BucketSize(capacity=100, refill_per_s=10),
         "auth_email_bucket": BucketSize(capacity=100, refill_per_s=10),
     }
     values.update(overrides)
@@ -78,3 +91,16 @@ def stub(channel: grpc.aio.Channel) -> SessionServiceAsyncStub:
 @pytest.fixture
 def email() -> str:
     return f"user-{secrets.token_hex(6)}@parley.test"
+
+
+@pytest.fixture(scope="session")
+async def admin_token(session_app: SessionApp, mailbox: Path) -> str:
+    """An admin's access token: registered, verified, then granted out of band."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{session_app.port}") as opened:
+        stub = session_stub(opened)
+        await register_verified(stub, mailbox, ADMIN_EMAIL)
+        await session_app.accounts.grant_admin(ADMIN_EMAIL)
+        login = await stub.Login(
+            pb.LoginRequest(password=pb.PasswordCredential(email=ADMIN_EMAIL, password=PASSWORD))
+        )
+    return login.credentials.access_token

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,35 +17,24 @@ from parley_core.stubs import session_stub
 from parley_stack.testing import LocalStack
 from svc_session.app import SessionApp
 from svc_session.settings import SessionSettings
-from tests.integration.session.conftest import ADMIN_EMAIL, session_settings
+from tests.integration.session.conftest import session_settings
 from tests.integration.session.helpers import (
     PASSWORD,
+    RESET_SUBJECT,
     bearer,
     failure,
     field_violations,
-    read_mail,
     reason,
+    register_verified,
     reset_token_from,
     retry_delay_s,
+    wait_for_mail,
 )
 
 if TYPE_CHECKING:
     from parley.session.v1.session_pb2_grpc import SessionServiceAsyncStub
 
 pytestmark = pytest.mark.integration
-
-
-async def _admin_token(stub: SessionServiceAsyncStub) -> str:
-    """Registers the configured admin email once per test run; later calls sign in."""
-    with contextlib.suppress(grpc.aio.AioRpcError):
-        reply = await stub.Register(
-            pb.RegisterRequest(email=ADMIN_EMAIL, password=PASSWORD, display_name="Root")
-        )
-        return reply.credentials.access_token
-    login = await stub.Login(
-        pb.LoginRequest(password=pb.PasswordCredential(email=ADMIN_EMAIL, password=PASSWORD))
-    )
-    return login.credentials.access_token
 
 
 async def test_non_admin_gets_permission_denied_on_admin_methods(
@@ -70,9 +58,9 @@ async def test_non_admin_gets_permission_denied_on_admin_methods(
 
 
 async def test_admin_lists_users_and_changes_tier_role_and_disabled(
-    stub: SessionServiceAsyncStub, email: str
+    stub: SessionServiceAsyncStub, email: str, admin_token: str
 ) -> None:
-    admin = bearer(await _admin_token(stub))
+    admin = bearer(admin_token)
     target = await stub.Register(pb.RegisterRequest(email=email, password=PASSWORD, display_name="Ada"))
     found = await stub.ListUsers(pb.ListUsersRequest(email_prefix=email[:12]), metadata=admin)
     assert [u.email for u in found.users] == [email]
@@ -105,7 +93,7 @@ async def test_admin_lists_users_and_changes_tier_role_and_disabled(
     cut_off = await failure(
         stub.GetCurrentUser(pb.GetCurrentUserRequest(), metadata=bearer(target.credentials.access_token))
     )
-    assert reason(cut_off) == "SESSION_REVOKED"
+    assert reason(cut_off) == "ACCOUNT_DISABLED"
     login = await failure(
         stub.Login(pb.LoginRequest(password=pb.PasswordCredential(email=email, password=PASSWORD)))
     )
@@ -113,9 +101,9 @@ async def test_admin_lists_users_and_changes_tier_role_and_disabled(
 
 
 async def test_update_user_rejects_unknown_fields_and_tiers(
-    stub: SessionServiceAsyncStub, email: str
+    stub: SessionServiceAsyncStub, email: str, admin_token: str
 ) -> None:
-    admin = bearer(await _admin_token(stub))
+    admin = bearer(admin_token)
     target = await stub.Register(pb.RegisterRequest(email=email, password=PASSWORD, display_name="Ada"))
 
     error = await failure(
@@ -147,6 +135,7 @@ async def default_limits_stub(
         mailbox,
         keyspace=session_app.settings.keyspace,
         auth_address_bucket=defaults["auth_address_bucket"].default,
+        auth_email_address_bucket=defaults["auth_email_address_bucket"].default,
         auth_email_bucket=defaults["auth_email_bucket"].default,
     )
     app = await SessionApp.start(settings)
@@ -191,7 +180,7 @@ async def test_logs_never_contain_passwords_tokens_or_keys(
     stub: SessionServiceAsyncStub, email: str, mailbox: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     configure_logging("json", "debug")
-    registered = await stub.Register(pb.RegisterRequest(email=email, password=PASSWORD, display_name="Ada"))
+    registered = await register_verified(stub, mailbox, email)
     auth = bearer(registered.credentials.access_token)
     refreshed = await stub.RefreshToken(
         pb.RefreshTokenRequest(refresh_token=registered.credentials.refresh_token)
@@ -202,7 +191,7 @@ async def test_logs_never_contain_passwords_tokens_or_keys(
     )
     await stub.Login(pb.LoginRequest(api_key=key.key))
     await stub.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
-    reset = reset_token_from(read_mail(mailbox, email)[-1])
+    reset = reset_token_from((await wait_for_mail(mailbox, email, RESET_SUBJECT))[-1])
     new_password = "another long passphrase"
     await stub.ResetPassword(pb.ResetPasswordRequest(reset_token=reset, new_password=new_password))
     await failure(

@@ -19,7 +19,10 @@ import redis.asyncio
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from grpc_health.v1 import health_pb2
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
 
+from parley_core.auth import JwtVerifier, StaticKeySource
 from parley_core.errors import RpcError
 from parley_core.server import RunningServer, start_server
 from parley_core.settings import ServiceSettings
@@ -63,10 +66,36 @@ async def limits(local_stack: LocalStack) -> AsyncIterator[RateLimits]:
         await client.aclose()
 
 
+#: The issuer's signing key for this module's tokens; the RLS verifies them like any service.
+SIGNING_KEY = ECKey.generate_key("P-256", parameters={"kid": "rls-test", "alg": "ES256"})
+VERIFIER = JwtVerifier(
+    StaticKeySource(KeySet([ECKey.import_key(SIGNING_KEY.as_dict(private=False))])),
+    SETTINGS.issuer,
+    SETTINGS.audience,
+)
+
+
+def _token(user_id: str, tier: str = "free", api_key_id: str = "") -> str:
+    """A signed access token, as svc_session issues them."""
+    moment = int(time.time())
+    claims: dict[str, object] = {
+        "iss": SETTINGS.issuer, "aud": SETTINGS.audience, "sub": user_id, "iat": moment,
+        "exp": moment + 600, "role": "user", "tier": tier, "scope": "chat",
+    }  # fmt: skip
+    if api_key_id:
+        claims["akid"] = api_key_id
+    return jwt.encode({"alg": "ES256", "kid": "rls-test"}, claims, SIGNING_KEY, algorithms=["ES256"])
+
+
+def _caller(tier: str = "free") -> list[tuple[str, str]]:
+    """The descriptor Envoy builds from the authorization header of a fresh user's call."""
+    return [("access_token", f"Bearer {_token(_user(), tier)}")]
+
+
 @pytest.fixture(scope="module")
 async def rls(limits: RateLimits) -> AsyncIterator[RunningServer]:
     async def register(server: grpc.aio.Server) -> list[str]:
-        return [add_rate_limit_service(server, limits)]
+        return [add_rate_limit_service(server, limits, VERIFIER)]
 
     running = await start_server(ServiceSettings(metrics_port=-1, shutdown_grace_s=1), register)
     try:
@@ -108,7 +137,7 @@ async def test_the_service_is_served_with_health_and_its_name(rls: RunningServer
 
 
 async def test_a_descriptor_is_ok_until_its_bucket_is_empty(stub: RateLimitServiceAsyncStub) -> None:
-    user = [("user_id", _user()), ("tier", "free")]
+    user = _caller("free")
     replies = [await stub.ShouldRateLimit(_request(user)) for _ in range(3)]
 
     assert [r.overall_code for r in replies] == [OK, OK, OVER_LIMIT]
@@ -125,7 +154,7 @@ async def test_a_descriptor_is_ok_until_its_bucket_is_empty(stub: RateLimitServi
 
 
 async def test_descriptors_are_independent_and_taken_all_or_nothing(stub: RateLimitServiceAsyncStub) -> None:
-    spent, fresh = [("user_id", _user())], [("user_id", _user())]
+    spent, fresh = _caller(), _caller()
     await stub.ShouldRateLimit(_request(spent, hits=2))
     both = await stub.ShouldRateLimit(_request(spent, fresh))
     alone = await stub.ShouldRateLimit(_request(fresh))
@@ -137,7 +166,7 @@ async def test_descriptors_are_independent_and_taken_all_or_nothing(stub: RateLi
 
 
 async def test_hits_addend_is_the_cost_and_the_tier_sizes_the_bucket(stub: RateLimitServiceAsyncStub) -> None:
-    pro = [("user_id", _user()), ("tier", "pro")]
+    pro = _caller("pro")
     first = await stub.ShouldRateLimit(_request(pro, hits=3))
     second = await stub.ShouldRateLimit(_request(pro, hits=2))
 
@@ -161,13 +190,44 @@ async def test_rls_and_check_user_share_one_bucket(
     by_check, by_rls = _user(), _user()
     await limits.check_user(by_check, "free")
     await limits.check_user(by_check, "free")
-    seen_by_rls = await stub.ShouldRateLimit(_request([("user_id", by_check), ("tier", "free")]))
-    await stub.ShouldRateLimit(_request([("user_id", by_rls)], hits=2))
+    seen_by_rls = await stub.ShouldRateLimit(_request([("access_token", _token(by_check))]))
+    await stub.ShouldRateLimit(_request([("access_token", _token(by_rls))], hits=2))
     with pytest.raises(RpcError) as seen_by_check:
         await limits.check_user(by_rls, "free")
 
     assert seen_by_rls.overall_code == OVER_LIMIT
     assert seen_by_check.value.metadata == {"bucket": "user"}
+
+
+async def test_identity_comes_from_the_verified_token_never_from_a_descriptor(
+    stub: RateLimitServiceAsyncStub,
+) -> None:
+    victim = _user()
+    # Stated identities and tiers are ignored: they neither spend a bucket nor size one.
+    stated = await stub.ShouldRateLimit(_request([("user_id", victim), ("tier", "enterprise")], hits=5))
+    claimed = await stub.ShouldRateLimit(
+        _request([("access_token", _token(victim, "free")), ("tier", "pro")])
+    )
+    forged = await stub.ShouldRateLimit(_request([("access_token", "Bearer not.a.token")]))
+
+    assert (stated.overall_code, stated.statuses[0].HasField("current_limit")) == (OK, False)
+    # The victim's bucket is whole (two tokens, one taken now) and sized by the token's tier.
+    assert claimed.statuses[0].limit_remaining == 1
+    assert claimed.statuses[0].current_limit.name == "user:free"
+    assert (forged.overall_code, forged.statuses[0].HasField("current_limit")) == (OK, False)
+
+
+async def test_a_token_from_an_api_key_spends_the_keys_bucket(
+    stub: RateLimitServiceAsyncStub, limits: RateLimits
+) -> None:
+    key_id = f"k-{secrets.token_hex(4)}"
+    reply = await stub.ShouldRateLimit(_request([("access_token", _token(_user(), api_key_id=key_id))]))
+
+    assert reply.statuses[0].current_limit.name == "apikey"
+    assert reply.statuses[0].limit_remaining == SETTINGS.api_key_bucket.capacity - 1
+    await limits.check_api_key(key_id)  # the same bucket
+    again = await stub.ShouldRateLimit(_request([("access_token", _token(_user(), api_key_id=key_id))]))
+    assert again.statuses[0].limit_remaining == SETTINGS.api_key_bucket.capacity - 3
 
 
 async def test_remote_address_is_the_sign_in_address_bucket(
@@ -208,8 +268,7 @@ static_resources:
                   cluster: service
                   rate_limits:
                   - actions:
-                    - request_headers: {header_name: x-user-id, descriptor_key: user_id}
-                    - request_headers: {header_name: x-tier, descriptor_key: tier}
+                    - request_headers: {header_name: authorization, descriptor_key: access_token}
           http_filters:
           - name: envoy.filters.http.ratelimit
             typed_config:
@@ -292,7 +351,7 @@ def _listener(process: subprocess.Popen[bytes], admin_file: Path, log: Path) -> 
 
 async def test_envoy_enforces_the_buckets_through_this_protocol(envoy: tuple[str, Path]) -> None:
     address, log = envoy
-    metadata = (("x-user-id", _user()), ("x-tier", "free"))
+    metadata = (("authorization", f"Bearer {_token(_user(), 'free')}"),)
     outcomes: list[tuple[grpc.StatusCode, dict[str, str]]] = []
     async with grpc.aio.insecure_channel(address) as channel:
         for _ in range(3):

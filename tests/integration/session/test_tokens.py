@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -15,6 +16,8 @@ from joserfc.jwk import ECKey, OctKey
 
 from parley.session.v1 import session_pb2 as pb
 from svc_session.app import JWKS_PATH, SessionApp
+from svc_session.keys import KeyEncryptionKey, KeyRing
+from tests.integration.session.conftest import TEST_KEK
 from tests.integration.session.helpers import PASSWORD, bearer, failure, reason
 
 if TYPE_CHECKING:
@@ -117,7 +120,7 @@ async def test_wrong_issuer_or_audience_is_refused(
     assert await _refused(stub, wrong) == "INVALID_TOKEN"
 
 
-async def test_jwks_serves_the_current_and_previous_keys_after_rotation(
+async def test_a_new_key_is_published_before_it_signs_anything(
     stub: SessionServiceAsyncStub, genuine: str, session_app: SessionApp
 ) -> None:
     old_kid = _parts(genuine)[0]["kid"]
@@ -128,8 +131,31 @@ async def test_jwks_serves_the_current_and_previous_keys_after_rotation(
     assert kids[0] == new_kid
     assert old_kid in kids
     assert all("d" not in key for key in reply.json()["keys"])  # never a private part
-    # A token signed before the rotation still verifies; a new one names the new key.
-    await stub.GetCurrentUser(pb.GetCurrentUserRequest(), metadata=bearer(genuine))
+    max_age = session_app.settings.jwks_max_age_s
+    assert reply.headers["cache-control"] == f"public, max-age={max_age}"
+    # Caches may hold the old JWKS for max_age: until the lead (longer) has passed, tokens
+    # are still signed by the old key, and they keep verifying.
+    assert session_app.settings.key_publish_lead_s > max_age
     _, claims, _ = _parts(genuine)
     fresh = await session_app.keys.sign(claims)
-    assert _parts(fresh)[0]["kid"] == new_kid
+    assert _parts(fresh)[0]["kid"] == old_kid
+    await stub.GetCurrentUser(pb.GetCurrentUserRequest(), metadata=bearer(fresh))
+
+
+async def test_a_rotated_key_signs_once_its_lead_has_passed(session_app: SessionApp) -> None:
+    settings = session_app.settings
+    ring = KeyRing(
+        session_app.stores.keys,
+        KeyEncryptionKey(TEST_KEK),
+        settings.key_rotation_s,
+        settings.access_token_ttl_s,
+        publish_lead_s=1,
+    )
+    await ring.load()
+    new_kid = await ring.rotate()
+    before = await ring.sign({"sub": "x"})
+    await asyncio.sleep(1.2)
+    after = await ring.sign({"sub": "x"})
+
+    assert _parts(before)[0]["kid"] != new_kid
+    assert _parts(after)[0]["kid"] == new_kid

@@ -28,8 +28,8 @@ if _version_not_supported:
 class SessionServiceStub(object):
     """Identity: accounts, sessions, tokens, API keys and the admin's view of users.
 
-    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword) need
-    no access token; every other method needs a valid access token in the `authorization`
+    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword,
+    VerifyEmail) need no access token; every other method needs a valid access token in the `authorization`
     metadata (`Bearer <jwt>`). Admin methods need the `admin` role.
     """
 
@@ -109,13 +109,28 @@ class SessionServiceStub(object):
                 request_serializer=parley_dot_session_dot_v1_dot_session__pb2.UpdateUserRequest.SerializeToString,
                 response_deserializer=parley_dot_session_dot_v1_dot_session__pb2.UpdateUserResponse.FromString,
                 _registered_method=True)
+        self.VerifyEmail = channel.unary_unary(
+                '/parley.session.v1.SessionService/VerifyEmail',
+                request_serializer=parley_dot_session_dot_v1_dot_session__pb2.VerifyEmailRequest.SerializeToString,
+                response_deserializer=parley_dot_session_dot_v1_dot_session__pb2.VerifyEmailResponse.FromString,
+                _registered_method=True)
+        self.ResendVerificationEmail = channel.unary_unary(
+                '/parley.session.v1.SessionService/ResendVerificationEmail',
+                request_serializer=parley_dot_session_dot_v1_dot_session__pb2.ResendVerificationEmailRequest.SerializeToString,
+                response_deserializer=parley_dot_session_dot_v1_dot_session__pb2.ResendVerificationEmailResponse.FromString,
+                _registered_method=True)
+        self.EndAllSessions = channel.unary_unary(
+                '/parley.session.v1.SessionService/EndAllSessions',
+                request_serializer=parley_dot_session_dot_v1_dot_session__pb2.EndAllSessionsRequest.SerializeToString,
+                response_deserializer=parley_dot_session_dot_v1_dot_session__pb2.EndAllSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer(object):
     """Identity: accounts, sessions, tokens, API keys and the admin's view of users.
 
-    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword) need
-    no access token; every other method needs a valid access token in the `authorization`
+    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword,
+    VerifyEmail) need no access token; every other method needs a valid access token in the `authorization`
     metadata (`Bearer <jwt>`). Admin methods need the `admin` role.
     """
 
@@ -180,14 +195,17 @@ class SessionServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ResetPassword(self, request, context):
-        """Sets a new password with a reset token and ends every session of the account.
+        """Sets a new password with a reset token. The reset proves the address: the email
+        becomes verified, and everything the account had ends (every session, every access
+        token, every API key), so whoever signed up with the address before keeps nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateApiKey(self, request, context):
-        """Creates an API key. The secret is in the response only: it is stored hashed.
+        """Creates an API key. The secret is in the response only: it is stored hashed. Needs a
+        verified email (FAILED_PRECONDITION, reason EMAIL_NOT_VERIFIED, otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -201,7 +219,7 @@ class SessionServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def RevokeApiKey(self, request, context):
-        """Revokes an API key at once.
+        """Revokes an API key at once, and with it every access token issued from it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -215,7 +233,32 @@ class SessionServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def UpdateUser(self, request, context):
-        """Changes a user's role, tier or disabled flag. Admin only.
+        """Changes a user's role, tier or disabled flag. Admin only. A role other than ROLE_USER
+        needs a verified email (FAILED_PRECONDITION, reason EMAIL_NOT_VERIFIED, otherwise).
+        The change applies to the user's next call, not when their access token expires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyEmail(self, request, context):
+        """Marks the account's email verified with the single-use token mailed to it at
+        registration. A used, expired or unknown token fails with INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResendVerificationEmail(self, request, context):
+        """Mails a new verification link to the caller's address, if it is not verified yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndAllSessions(self, request, context):
+        """Ends every session of a user and every access token issued before this call, API-key
+        tokens included, on the next call anywhere. The caller must sign in again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -294,6 +337,21 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     request_deserializer=parley_dot_session_dot_v1_dot_session__pb2.UpdateUserRequest.FromString,
                     response_serializer=parley_dot_session_dot_v1_dot_session__pb2.UpdateUserResponse.SerializeToString,
             ),
+            'VerifyEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyEmail,
+                    request_deserializer=parley_dot_session_dot_v1_dot_session__pb2.VerifyEmailRequest.FromString,
+                    response_serializer=parley_dot_session_dot_v1_dot_session__pb2.VerifyEmailResponse.SerializeToString,
+            ),
+            'ResendVerificationEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResendVerificationEmail,
+                    request_deserializer=parley_dot_session_dot_v1_dot_session__pb2.ResendVerificationEmailRequest.FromString,
+                    response_serializer=parley_dot_session_dot_v1_dot_session__pb2.ResendVerificationEmailResponse.SerializeToString,
+            ),
+            'EndAllSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndAllSessions,
+                    request_deserializer=parley_dot_session_dot_v1_dot_session__pb2.EndAllSessionsRequest.FromString,
+                    response_serializer=parley_dot_session_dot_v1_dot_session__pb2.EndAllSessionsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'parley.session.v1.SessionService', rpc_method_handlers)
@@ -305,8 +363,8 @@ def add_SessionServiceServicer_to_server(servicer, server):
 class SessionService(object):
     """Identity: accounts, sessions, tokens, API keys and the admin's view of users.
 
-    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword) need
-    no access token; every other method needs a valid access token in the `authorization`
+    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword,
+    VerifyEmail) need no access token; every other method needs a valid access token in the `authorization`
     metadata (`Bearer <jwt>`). Admin methods need the `admin` role.
     """
 
@@ -678,6 +736,87 @@ class SessionService(object):
             '/parley.session.v1.SessionService/UpdateUser',
             parley_dot_session_dot_v1_dot_session__pb2.UpdateUserRequest.SerializeToString,
             parley_dot_session_dot_v1_dot_session__pb2.UpdateUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.session.v1.SessionService/VerifyEmail',
+            parley_dot_session_dot_v1_dot_session__pb2.VerifyEmailRequest.SerializeToString,
+            parley_dot_session_dot_v1_dot_session__pb2.VerifyEmailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResendVerificationEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.session.v1.SessionService/ResendVerificationEmail',
+            parley_dot_session_dot_v1_dot_session__pb2.ResendVerificationEmailRequest.SerializeToString,
+            parley_dot_session_dot_v1_dot_session__pb2.ResendVerificationEmailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndAllSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.session.v1.SessionService/EndAllSessions',
+            parley_dot_session_dot_v1_dot_session__pb2.EndAllSessionsRequest.SerializeToString,
+            parley_dot_session_dot_v1_dot_session__pb2.EndAllSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

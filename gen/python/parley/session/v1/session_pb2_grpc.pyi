@@ -20,8 +20,8 @@ class _ServicerContext(grpc.ServicerContext, grpc.aio.ServicerContext):  # type:
 class SessionServiceStub:
     """Identity: accounts, sessions, tokens, API keys and the admin's view of users.
 
-    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword) need
-    no access token; every other method needs a valid access token in the `authorization`
+    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword,
+    VerifyEmail) need no access token; every other method needs a valid access token in the `authorization`
     metadata (`Bearer <jwt>`). Admin methods need the `admin` role.
     """
 
@@ -86,13 +86,18 @@ class SessionServiceStub:
         parley.session.v1.session_pb2.ResetPasswordRequest,
         parley.session.v1.session_pb2.ResetPasswordResponse,
     ]
-    """Sets a new password with a reset token and ends every session of the account."""
+    """Sets a new password with a reset token. The reset proves the address: the email
+    becomes verified, and everything the account had ends (every session, every access
+    token, every API key), so whoever signed up with the address before keeps nothing.
+    """
 
     CreateApiKey: grpc.UnaryUnaryMultiCallable[
         parley.session.v1.session_pb2.CreateApiKeyRequest,
         parley.session.v1.session_pb2.CreateApiKeyResponse,
     ]
-    """Creates an API key. The secret is in the response only: it is stored hashed."""
+    """Creates an API key. The secret is in the response only: it is stored hashed. Needs a
+    verified email (FAILED_PRECONDITION, reason EMAIL_NOT_VERIFIED, otherwise).
+    """
 
     ListApiKeys: grpc.UnaryUnaryMultiCallable[
         parley.session.v1.session_pb2.ListApiKeysRequest,
@@ -104,7 +109,7 @@ class SessionServiceStub:
         parley.session.v1.session_pb2.RevokeApiKeyRequest,
         parley.session.v1.session_pb2.RevokeApiKeyResponse,
     ]
-    """Revokes an API key at once."""
+    """Revokes an API key at once, and with it every access token issued from it."""
 
     ListUsers: grpc.UnaryUnaryMultiCallable[
         parley.session.v1.session_pb2.ListUsersRequest,
@@ -116,13 +121,38 @@ class SessionServiceStub:
         parley.session.v1.session_pb2.UpdateUserRequest,
         parley.session.v1.session_pb2.UpdateUserResponse,
     ]
-    """Changes a user's role, tier or disabled flag. Admin only."""
+    """Changes a user's role, tier or disabled flag. Admin only. A role other than ROLE_USER
+    needs a verified email (FAILED_PRECONDITION, reason EMAIL_NOT_VERIFIED, otherwise).
+    The change applies to the user's next call, not when their access token expires.
+    """
+
+    VerifyEmail: grpc.UnaryUnaryMultiCallable[
+        parley.session.v1.session_pb2.VerifyEmailRequest,
+        parley.session.v1.session_pb2.VerifyEmailResponse,
+    ]
+    """Marks the account's email verified with the single-use token mailed to it at
+    registration. A used, expired or unknown token fails with INVALID_ARGUMENT.
+    """
+
+    ResendVerificationEmail: grpc.UnaryUnaryMultiCallable[
+        parley.session.v1.session_pb2.ResendVerificationEmailRequest,
+        parley.session.v1.session_pb2.ResendVerificationEmailResponse,
+    ]
+    """Mails a new verification link to the caller's address, if it is not verified yet."""
+
+    EndAllSessions: grpc.UnaryUnaryMultiCallable[
+        parley.session.v1.session_pb2.EndAllSessionsRequest,
+        parley.session.v1.session_pb2.EndAllSessionsResponse,
+    ]
+    """Ends every session of a user and every access token issued before this call, API-key
+    tokens included, on the next call anywhere. The caller must sign in again.
+    """
 
 class SessionServiceAsyncStub:
     """Identity: accounts, sessions, tokens, API keys and the admin's view of users.
 
-    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword) need
-    no access token; every other method needs a valid access token in the `authorization`
+    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword,
+    VerifyEmail) need no access token; every other method needs a valid access token in the `authorization`
     metadata (`Bearer <jwt>`). Admin methods need the `admin` role.
     """
 
@@ -186,13 +216,18 @@ class SessionServiceAsyncStub:
         parley.session.v1.session_pb2.ResetPasswordRequest,
         parley.session.v1.session_pb2.ResetPasswordResponse,
     ]
-    """Sets a new password with a reset token and ends every session of the account."""
+    """Sets a new password with a reset token. The reset proves the address: the email
+    becomes verified, and everything the account had ends (every session, every access
+    token, every API key), so whoever signed up with the address before keeps nothing.
+    """
 
     CreateApiKey: grpc.aio.UnaryUnaryMultiCallable[
         parley.session.v1.session_pb2.CreateApiKeyRequest,
         parley.session.v1.session_pb2.CreateApiKeyResponse,
     ]
-    """Creates an API key. The secret is in the response only: it is stored hashed."""
+    """Creates an API key. The secret is in the response only: it is stored hashed. Needs a
+    verified email (FAILED_PRECONDITION, reason EMAIL_NOT_VERIFIED, otherwise).
+    """
 
     ListApiKeys: grpc.aio.UnaryUnaryMultiCallable[
         parley.session.v1.session_pb2.ListApiKeysRequest,
@@ -204,7 +239,7 @@ class SessionServiceAsyncStub:
         parley.session.v1.session_pb2.RevokeApiKeyRequest,
         parley.session.v1.session_pb2.RevokeApiKeyResponse,
     ]
-    """Revokes an API key at once."""
+    """Revokes an API key at once, and with it every access token issued from it."""
 
     ListUsers: grpc.aio.UnaryUnaryMultiCallable[
         parley.session.v1.session_pb2.ListUsersRequest,
@@ -216,13 +251,38 @@ class SessionServiceAsyncStub:
         parley.session.v1.session_pb2.UpdateUserRequest,
         parley.session.v1.session_pb2.UpdateUserResponse,
     ]
-    """Changes a user's role, tier or disabled flag. Admin only."""
+    """Changes a user's role, tier or disabled flag. Admin only. A role other than ROLE_USER
+    needs a verified email (FAILED_PRECONDITION, reason EMAIL_NOT_VERIFIED, otherwise).
+    The change applies to the user's next call, not when their access token expires.
+    """
+
+    VerifyEmail: grpc.aio.UnaryUnaryMultiCallable[
+        parley.session.v1.session_pb2.VerifyEmailRequest,
+        parley.session.v1.session_pb2.VerifyEmailResponse,
+    ]
+    """Marks the account's email verified with the single-use token mailed to it at
+    registration. A used, expired or unknown token fails with INVALID_ARGUMENT.
+    """
+
+    ResendVerificationEmail: grpc.aio.UnaryUnaryMultiCallable[
+        parley.session.v1.session_pb2.ResendVerificationEmailRequest,
+        parley.session.v1.session_pb2.ResendVerificationEmailResponse,
+    ]
+    """Mails a new verification link to the caller's address, if it is not verified yet."""
+
+    EndAllSessions: grpc.aio.UnaryUnaryMultiCallable[
+        parley.session.v1.session_pb2.EndAllSessionsRequest,
+        parley.session.v1.session_pb2.EndAllSessionsResponse,
+    ]
+    """Ends every session of a user and every access token issued before this call, API-key
+    tokens included, on the next call anywhere. The caller must sign in again.
+    """
 
 class SessionServiceServicer(metaclass=abc.ABCMeta):
     """Identity: accounts, sessions, tokens, API keys and the admin's view of users.
 
-    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword) need
-    no access token; every other method needs a valid access token in the `authorization`
+    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword,
+    VerifyEmail) need no access token; every other method needs a valid access token in the `authorization`
     metadata (`Bearer <jwt>`). Admin methods need the `admin` role.
     """
 
@@ -304,7 +364,10 @@ class SessionServiceServicer(metaclass=abc.ABCMeta):
         request: parley.session.v1.session_pb2.ResetPasswordRequest,
         context: _ServicerContext,
     ) -> typing.Union[parley.session.v1.session_pb2.ResetPasswordResponse, collections.abc.Awaitable[parley.session.v1.session_pb2.ResetPasswordResponse]]:
-        """Sets a new password with a reset token and ends every session of the account."""
+        """Sets a new password with a reset token. The reset proves the address: the email
+        becomes verified, and everything the account had ends (every session, every access
+        token, every API key), so whoever signed up with the address before keeps nothing.
+        """
 
     @abc.abstractmethod
     def CreateApiKey(
@@ -312,7 +375,9 @@ class SessionServiceServicer(metaclass=abc.ABCMeta):
         request: parley.session.v1.session_pb2.CreateApiKeyRequest,
         context: _ServicerContext,
     ) -> typing.Union[parley.session.v1.session_pb2.CreateApiKeyResponse, collections.abc.Awaitable[parley.session.v1.session_pb2.CreateApiKeyResponse]]:
-        """Creates an API key. The secret is in the response only: it is stored hashed."""
+        """Creates an API key. The secret is in the response only: it is stored hashed. Needs a
+        verified email (FAILED_PRECONDITION, reason EMAIL_NOT_VERIFIED, otherwise).
+        """
 
     @abc.abstractmethod
     def ListApiKeys(
@@ -328,7 +393,7 @@ class SessionServiceServicer(metaclass=abc.ABCMeta):
         request: parley.session.v1.session_pb2.RevokeApiKeyRequest,
         context: _ServicerContext,
     ) -> typing.Union[parley.session.v1.session_pb2.RevokeApiKeyResponse, collections.abc.Awaitable[parley.session.v1.session_pb2.RevokeApiKeyResponse]]:
-        """Revokes an API key at once."""
+        """Revokes an API key at once, and with it every access token issued from it."""
 
     @abc.abstractmethod
     def ListUsers(
@@ -344,6 +409,37 @@ class SessionServiceServicer(metaclass=abc.ABCMeta):
         request: parley.session.v1.session_pb2.UpdateUserRequest,
         context: _ServicerContext,
     ) -> typing.Union[parley.session.v1.session_pb2.UpdateUserResponse, collections.abc.Awaitable[parley.session.v1.session_pb2.UpdateUserResponse]]:
-        """Changes a user's role, tier or disabled flag. Admin only."""
+        """Changes a user's role, tier or disabled flag. Admin only. A role other than ROLE_USER
+        needs a verified email (FAILED_PRECONDITION, reason EMAIL_NOT_VERIFIED, otherwise).
+        The change applies to the user's next call, not when their access token expires.
+        """
+
+    @abc.abstractmethod
+    def VerifyEmail(
+        self,
+        request: parley.session.v1.session_pb2.VerifyEmailRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[parley.session.v1.session_pb2.VerifyEmailResponse, collections.abc.Awaitable[parley.session.v1.session_pb2.VerifyEmailResponse]]:
+        """Marks the account's email verified with the single-use token mailed to it at
+        registration. A used, expired or unknown token fails with INVALID_ARGUMENT.
+        """
+
+    @abc.abstractmethod
+    def ResendVerificationEmail(
+        self,
+        request: parley.session.v1.session_pb2.ResendVerificationEmailRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[parley.session.v1.session_pb2.ResendVerificationEmailResponse, collections.abc.Awaitable[parley.session.v1.session_pb2.ResendVerificationEmailResponse]]:
+        """Mails a new verification link to the caller's address, if it is not verified yet."""
+
+    @abc.abstractmethod
+    def EndAllSessions(
+        self,
+        request: parley.session.v1.session_pb2.EndAllSessionsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[parley.session.v1.session_pb2.EndAllSessionsResponse, collections.abc.Awaitable[parley.session.v1.session_pb2.EndAllSessionsResponse]]:
+        """Ends every session of a user and every access token issued before this call, API-key
+        tokens included, on the next call anywhere. The caller must sign in again.
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

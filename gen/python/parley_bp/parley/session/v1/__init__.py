@@ -8,6 +8,8 @@ __all__ = (
     "CreateApiKeyRequest",
     "CreateApiKeyResponse",
     "Credentials",
+    "EndAllSessionsRequest",
+    "EndAllSessionsResponse",
     "GetCurrentUserRequest",
     "GetCurrentUserResponse",
     "ListApiKeysRequest",
@@ -27,6 +29,8 @@ __all__ = (
     "RegisterResponse",
     "RequestPasswordResetRequest",
     "RequestPasswordResetResponse",
+    "ResendVerificationEmailRequest",
+    "ResendVerificationEmailResponse",
     "ResetPasswordRequest",
     "ResetPasswordResponse",
     "RevokeApiKeyRequest",
@@ -39,6 +43,8 @@ __all__ = (
     "UpdateUserRequest",
     "UpdateUserResponse",
     "User",
+    "VerifyEmailRequest",
+    "VerifyEmailResponse",
 )
 
 import datetime
@@ -231,6 +237,33 @@ class Credentials(betterproto2.Message):
 
 
 default_message_pool.register_message("parley.session.v1", "Credentials", Credentials)
+
+
+@dataclass(eq=False, repr=False)
+class EndAllSessionsRequest(betterproto2.Message):
+    """
+    Request for SessionService.EndAllSessions.
+    """
+
+    parent: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The user, `users/{user}`; `users/me` means the caller.
+    """
+
+
+default_message_pool.register_message("parley.session.v1", "EndAllSessionsRequest", EndAllSessionsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class EndAllSessionsResponse(betterproto2.Message):
+    """
+    Response for SessionService.EndAllSessions.
+    """
+
+    pass
+
+
+default_message_pool.register_message("parley.session.v1", "EndAllSessionsResponse", EndAllSessionsResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -604,6 +637,34 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class ResendVerificationEmailRequest(betterproto2.Message):
+    """
+    Request for SessionService.ResendVerificationEmail.
+    """
+
+    pass
+
+
+default_message_pool.register_message(
+    "parley.session.v1", "ResendVerificationEmailRequest", ResendVerificationEmailRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ResendVerificationEmailResponse(betterproto2.Message):
+    """
+    Response for SessionService.ResendVerificationEmail.
+    """
+
+    pass
+
+
+default_message_pool.register_message(
+    "parley.session.v1", "ResendVerificationEmailResponse", ResendVerificationEmailResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class ResetPasswordRequest(betterproto2.Message):
     """
     Request for SessionService.ResetPassword.
@@ -840,16 +901,54 @@ class User(betterproto2.Message):
     user changed in between.
     """
 
+    email_verified: "bool" = betterproto2.field(10, betterproto2.TYPE_BOOL)
+    """
+    Whether the owner of the address proved it (the link mailed at registration, or a
+    password reset). An unverified account cannot hold API keys or a role beyond
+    ROLE_USER, and it is deleted when it stays unverified for the server's configured
+    number of days (7 by default). Output only.
+    """
+
 
 default_message_pool.register_message("parley.session.v1", "User", User)
+
+
+@dataclass(eq=False, repr=False)
+class VerifyEmailRequest(betterproto2.Message):
+    """
+    Request for SessionService.VerifyEmail.
+    """
+
+    verification_token: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The token from the verification link mailed at registration; single use.
+    """
+
+
+default_message_pool.register_message("parley.session.v1", "VerifyEmailRequest", VerifyEmailRequest)
+
+
+@dataclass(eq=False, repr=False)
+class VerifyEmailResponse(betterproto2.Message):
+    """
+    Response for SessionService.VerifyEmail.
+    """
+
+    user: "User | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The account, now with email_verified set.
+    """
+
+
+default_message_pool.register_message("parley.session.v1", "VerifyEmailResponse", VerifyEmailResponse)
 
 
 class SessionServiceStub(betterproto2_grpclib.ServiceStub):
     """
     Identity: accounts, sessions, tokens, API keys and the admin's view of users.
 
-    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword) need
-    no access token; every other method needs a valid access token in the `authorization`
+    Public methods (Register, Login, RefreshToken, RequestPasswordReset, ResetPassword,
+    VerifyEmail) need no access token; every other method needs a valid access token in the `authorization`
     metadata (`Bearer <jwt>`). Admin methods need the `admin` role.
     """
 
@@ -1040,7 +1139,9 @@ class SessionServiceStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "ResetPasswordResponse":
         """
-        Sets a new password with a reset token and ends every session of the account.
+        Sets a new password with a reset token. The reset proves the address: the email
+        becomes verified, and everything the account had ends (every session, every access
+        token, every API key), so whoever signed up with the address before keeps nothing.
         """
 
         return await self._unary_unary(
@@ -1061,7 +1162,8 @@ class SessionServiceStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "CreateApiKeyResponse":
         """
-        Creates an API key. The secret is in the response only: it is stored hashed.
+        Creates an API key. The secret is in the response only: it is stored hashed. Needs a
+        verified email (FAILED_PRECONDITION, reason EMAIL_NOT_VERIFIED, otherwise).
         """
 
         return await self._unary_unary(
@@ -1103,7 +1205,7 @@ class SessionServiceStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "RevokeApiKeyResponse":
         """
-        Revokes an API key at once.
+        Revokes an API key at once, and with it every access token issued from it.
         """
 
         return await self._unary_unary(
@@ -1145,13 +1247,83 @@ class SessionServiceStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "UpdateUserResponse":
         """
-        Changes a user's role, tier or disabled flag. Admin only.
+        Changes a user's role, tier or disabled flag. Admin only. A role other than ROLE_USER
+        needs a verified email (FAILED_PRECONDITION, reason EMAIL_NOT_VERIFIED, otherwise).
+        The change applies to the user's next call, not when their access token expires.
         """
 
         return await self._unary_unary(
             "/parley.session.v1.SessionService/UpdateUser",
             message,
             UpdateUserResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def verify_email(
+        self,
+        message: "VerifyEmailRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "VerifyEmailResponse":
+        """
+        Marks the account's email verified with the single-use token mailed to it at
+        registration. A used, expired or unknown token fails with INVALID_ARGUMENT.
+        """
+
+        return await self._unary_unary(
+            "/parley.session.v1.SessionService/VerifyEmail",
+            message,
+            VerifyEmailResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def resend_verification_email(
+        self,
+        message: "ResendVerificationEmailRequest | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ResendVerificationEmailResponse":
+        """
+        Mails a new verification link to the caller's address, if it is not verified yet.
+        """
+
+        if message is None:
+            message = ResendVerificationEmailRequest()
+
+        return await self._unary_unary(
+            "/parley.session.v1.SessionService/ResendVerificationEmail",
+            message,
+            ResendVerificationEmailResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def end_all_sessions(
+        self,
+        message: "EndAllSessionsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "EndAllSessionsResponse":
+        """
+        Ends every session of a user and every access token issued before this call, API-key
+        tokens included, on the next call anywhere. The caller must sign in again.
+        """
+
+        return await self._unary_unary(
+            "/parley.session.v1.SessionService/EndAllSessions",
+            message,
+            EndAllSessionsResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
