@@ -140,6 +140,9 @@ class Accounts:
             updated = replace(updated, tier=str(changes["tier"]))
         if "disabled" in changes:
             updated = replace(updated, disabled=bool(changes["disabled"]))
+            if updated.disabled and not user.disabled:
+                # Enabling the account again must not bring back what it had.
+                updated = self._sessions.cut_off(updated)
         return await self._store_change(user, updated)
 
     async def grant_admin(self, email: str) -> User:

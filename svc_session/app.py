@@ -15,6 +15,7 @@ import grpc
 import structlog
 from aiohttp import web
 from cassandra.cluster import Cluster
+from cassandra.cluster import Session as CqlSession
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -70,12 +71,20 @@ class SessionApp:
     jwks_port: int
     keys: KeyRing
     stores: Stores
-    accounts: Accounts
-    limits: RateLimits
+    domain: Domain
     revocations: Revocations
     relay: MailRelay | None
     cluster: Cluster
+    cql: CqlSession
     redis: Redis
+
+    @property
+    def accounts(self) -> Accounts:
+        return self.domain.accounts
+
+    @property
+    def limits(self) -> RateLimits:
+        return self.domain.limits
 
     @property
     def port(self) -> int:
@@ -137,8 +146,8 @@ class SessionApp:
             )
             relay.start()
         return cls(
-            settings, running, rls, runner, jwks_port, keys, stores, accounts, limits, revocations, relay,
-            cluster, redis,
+            settings, running, rls, runner, jwks_port, keys, stores, domain, revocations, relay, cluster, cql,
+            redis,
         )  # fmt: skip
 
     async def stop(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,15 +56,16 @@ class Table:
             if present is None:
                 session.execute(f"ALTER TABLE {keyspace}.{table} ADD {column} {kind}")
 
-    def _q(self, cql: str) -> Any:
+    async def _q(self, cql: str) -> Any:
+        """The prepared statement of cql; the first use prepares it off the event loop."""
         statement = self._prepared.get(cql)
         if statement is None:
-            statement = self._cql.prepare(cql.replace("{ks}", self._ks))
+            statement = await asyncio.to_thread(self._cql.prepare, cql.replace("{ks}", self._ks))
             self._prepared[cql] = statement
         return statement
 
     async def _serial_read(self, cql: str, params: tuple[Any, ...]) -> list[Any]:
         """A linearizable read (LOCAL_SERIAL): sees every lightweight transaction that won."""
-        bound = self._q(cql).bind(params)
+        bound = (await self._q(cql)).bind(params)
         bound.consistency_level = ConsistencyLevel.LOCAL_SERIAL
         return await execute(self._cql, bound, None)  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ class ApiKeyStore(Table):
     async def insert(self, key: ApiKey, key_hash: str) -> None:
         await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "INSERT INTO {ks}.api_keys (user_id, key_id, display_name, scopes, key_prefix, create_time, "
                 "expire_time) VALUES (?, ?, ?, ?, ?, ?, ?)"
             ),
@@ -36,7 +36,7 @@ class ApiKeyStore(Table):
         )  # fmt: skip
         await execute(
             self._cql,
-            self._q("INSERT INTO {ks}.api_keys_by_hash (key_hash, user_id, key_id) VALUES (?, ?, ?)"),
+            await self._q("INSERT INTO {ks}.api_keys_by_hash (key_hash, user_id, key_id) VALUES (?, ?, ?)"),
             (key_hash, uuid.UUID(key.user_id), uuid.UUID(key.key_id)),
         )
 
@@ -44,7 +44,7 @@ class ApiKeyStore(Table):
         """Record request_id -> key_id once; returns the key id the request maps to."""
         rows = await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "INSERT INTO {ks}.api_key_requests (user_id, request_id, key_id) VALUES (?, ?, ?) "
                 "IF NOT EXISTS USING TTL 86400"
             ),
@@ -59,14 +59,14 @@ class ApiKeyStore(Table):
         except ValueError:
             return None
         rows = await execute(
-            self._cql, self._q("SELECT * FROM {ks}.api_keys WHERE user_id = ? AND key_id = ?"), keys
+            self._cql, await self._q("SELECT * FROM {ks}.api_keys WHERE user_id = ? AND key_id = ?"), keys
         )
         return _api_key(rows[0]) if rows else None
 
     async def by_hash(self, key_hash: str) -> ApiKey | None:
         rows = await execute(
             self._cql,
-            self._q("SELECT user_id, key_id FROM {ks}.api_keys_by_hash WHERE key_hash = ?"),
+            await self._q("SELECT user_id, key_id FROM {ks}.api_keys_by_hash WHERE key_hash = ?"),
             (key_hash,),
         )
         if not rows:
@@ -75,14 +75,14 @@ class ApiKeyStore(Table):
 
     async def list(self, user_id: str) -> list[ApiKey]:
         rows = await execute(
-            self._cql, self._q("SELECT * FROM {ks}.api_keys WHERE user_id = ?"), (uuid.UUID(user_id),)
+            self._cql, await self._q("SELECT * FROM {ks}.api_keys WHERE user_id = ?"), (uuid.UUID(user_id),)
         )
         return [_api_key(row) for row in rows]
 
     async def revoke(self, user_id: str, key_id: str, when: datetime) -> None:
         await execute(
             self._cql,
-            self._q("UPDATE {ks}.api_keys SET revoke_time = ? WHERE user_id = ? AND key_id = ?"),
+            await self._q("UPDATE {ks}.api_keys SET revoke_time = ? WHERE user_id = ? AND key_id = ?"),
             (when, uuid.UUID(user_id), uuid.UUID(key_id)),
         )
 

@@ -33,7 +33,7 @@ class SigningKeyStore(Table):
     async def insert(self, key: StoredKey) -> None:
         await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "INSERT INTO {ks}.signing_key_ring (bucket, create_time, kid, activate_time, wrapped_key, "
                 "kek_id) VALUES (?, ?, ?, ?, ?, ?)"
             ),
@@ -44,7 +44,7 @@ class SigningKeyStore(Table):
         """The newest keys, newest first."""
         rows = await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "SELECT kid, create_time, activate_time, wrapped_key, kek_id FROM {ks}.signing_key_ring "
                 "WHERE bucket = ? LIMIT ?"
             ),

@@ -45,7 +45,7 @@ class ProofStore(Table):
     async def insert_proof(self, token_hash: str, proof: Proof, ttl_s: int) -> None:
         await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "INSERT INTO {ks}.email_proofs (token_hash, kind, user_id, email, used) "
                 "VALUES (?, ?, ?, ?, false) USING TTL ?"
             ),
@@ -55,14 +55,14 @@ class ProofStore(Table):
     async def use_proof(self, token_hash: str, kind: str, ttl_s: int) -> Proof | None:
         """Mark an unused proof of this kind used; the proof when this call used it."""
         rows = await execute(
-            self._cql, self._q("SELECT * FROM {ks}.email_proofs WHERE token_hash = ?"), (token_hash,)
+            self._cql, await self._q("SELECT * FROM {ks}.email_proofs WHERE token_hash = ?"), (token_hash,)
         )
         if not rows or rows[0].kind != kind or rows[0].used or rows[0].user_id is None:
             return None
         row = rows[0]
         used = await execute_lwt(
             self._cql,
-            self._q(
+            await self._q(
                 "UPDATE {ks}.email_proofs USING TTL ? SET used = true WHERE token_hash = ? IF used = false"
             ),
             (ttl_s, token_hash),
@@ -73,7 +73,7 @@ class ProofStore(Table):
         """Seconds until a proof's `used` cell expires (None: it never does). For tests."""
         rows = await execute(
             self._cql,
-            self._q("SELECT TTL(used) AS ttl FROM {ks}.email_proofs WHERE token_hash = ?"),
+            await self._q("SELECT TTL(used) AS ttl FROM {ks}.email_proofs WHERE token_hash = ?"),
             (token_hash,),
         )
         return rows[0].ttl if rows else None
@@ -84,7 +84,7 @@ class ProofStore(Table):
         message_id = uuid.uuid1()
         await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "INSERT INTO {ks}.mail_outbox (bucket, message_id, kind, recipient, user_id) "
                 "VALUES (?, ?, ?, ?, ?) USING TTL ?"
             ),
@@ -95,7 +95,7 @@ class ProofStore(Table):
     async def pending(self, limit: int = 100) -> list[MailIntent]:
         rows = await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "SELECT message_id, kind, recipient, user_id, lease_until FROM {ks}.mail_outbox "
                 "WHERE bucket = ? LIMIT ?"
             ),
@@ -115,7 +115,7 @@ class ProofStore(Table):
             self._cql,
             # The TTL lets a lease on an intent that another relay just finished (which
             # the condition creates as a row of its own) disappear.
-            self._q(
+            await self._q(
                 "UPDATE {ks}.mail_outbox USING TTL 3600 SET lease_until = ? WHERE bucket = ? "
                 "AND message_id = ? IF lease_until = ?"
             ),
@@ -125,6 +125,6 @@ class ProofStore(Table):
     async def done(self, message_id: uuid.UUID) -> None:
         await execute(
             self._cql,
-            self._q("DELETE FROM {ks}.mail_outbox WHERE bucket = ? AND message_id = ?"),
+            await self._q("DELETE FROM {ks}.mail_outbox WHERE bucket = ? AND message_id = ?"),
             (BUCKET, message_id),
         )

@@ -33,7 +33,7 @@ class SessionTokenStore(Table):
     async def insert_session(self, session: Session) -> None:
         await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "INSERT INTO {ks}.sessions (user_id, session_id, create_time, last_refresh_time, "
                 "expire_time, user_agent, client_address) VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"
             ),
@@ -50,20 +50,20 @@ class SessionTokenStore(Table):
         except ValueError:
             return None
         rows = await execute(
-            self._cql, self._q("SELECT * FROM {ks}.sessions WHERE user_id = ? AND session_id = ?"), keys
+            self._cql, await self._q("SELECT * FROM {ks}.sessions WHERE user_id = ? AND session_id = ?"), keys
         )
         return _session(rows[0]) if rows and rows[0].create_time else None
 
     async def list_sessions(self, user_id: str) -> list[Session]:
         rows = await execute(
-            self._cql, self._q("SELECT * FROM {ks}.sessions WHERE user_id = ?"), (uuid.UUID(user_id),)
+            self._cql, await self._q("SELECT * FROM {ks}.sessions WHERE user_id = ?"), (uuid.UUID(user_id),)
         )
         return [_session(row) for row in rows if row.create_time]
 
     async def touch_session(self, session: Session, when: datetime, expire_time: datetime) -> None:
         await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "INSERT INTO {ks}.sessions (user_id, session_id, create_time, last_refresh_time, "
                 "expire_time, user_agent, client_address) VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"
             ),
@@ -76,7 +76,7 @@ class SessionTokenStore(Table):
     async def revoke_session(self, session: Session, when: datetime) -> None:
         await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "UPDATE {ks}.sessions USING TTL ? SET revoke_time = ? WHERE user_id = ? AND session_id = ?"
             ),
             (
@@ -90,7 +90,7 @@ class SessionTokenStore(Table):
     async def insert_refresh_token(self, token: RefreshToken, now: datetime) -> None:
         await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "INSERT INTO {ks}.refresh_tokens (token_hash, user_id, session_id, used, expire_time) "
                 "VALUES (?, ?, ?, false, ?) USING TTL ?"
             ),
@@ -102,7 +102,7 @@ class SessionTokenStore(Table):
 
     async def get_refresh_token(self, token_hash: str) -> RefreshToken | None:
         rows = await execute(
-            self._cql, self._q("SELECT * FROM {ks}.refresh_tokens WHERE token_hash = ?"), (token_hash,)
+            self._cql, await self._q("SELECT * FROM {ks}.refresh_tokens WHERE token_hash = ?"), (token_hash,)
         )
         return _refresh(rows[0]) if rows and rows[0].user_id else None
 
@@ -116,7 +116,7 @@ class SessionTokenStore(Table):
         """
         rows = await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "UPDATE {ks}.refresh_tokens USING TTL ? SET used = true, used_time = ?, successor = ? "
                 "WHERE token_hash = ? IF used = false"
             ),

@@ -31,7 +31,7 @@ class UserStore(Table):
         """Write the whole row; ttl_s > 0 makes it expire (an unverified account)."""
         await execute(
             self._cql,
-            self._q(
+            await self._q(
                 "INSERT INTO {ks}.users (user_id, email, display_name, password_hash, role, tier, disabled, "
                 "create_time, update_time, version, email_verified, not_before) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
@@ -40,13 +40,15 @@ class UserStore(Table):
         )
 
     async def delete(self, user_id: str) -> None:
-        await execute(self._cql, self._q("DELETE FROM {ks}.users WHERE user_id = ?"), (uuid.UUID(user_id),))
+        await execute(
+            self._cql, await self._q("DELETE FROM {ks}.users WHERE user_id = ?"), (uuid.UUID(user_id),)
+        )
 
     async def claim_email(self, email: str, user_id: str, ttl_s: int = 0) -> bool:
         """Reserve email for user_id; False when another account holds it."""
         return await execute_lwt(
             self._cql,
-            self._q(
+            await self._q(
                 "INSERT INTO {ks}.users_by_email (email, user_id) VALUES (?, ?) IF NOT EXISTS USING TTL ?"
             ),
             (email, uuid.UUID(user_id), ttl_s),
@@ -56,20 +58,22 @@ class UserStore(Table):
         """Make user_id's claim on email permanent (no TTL); False when it lost the claim."""
         return await execute_lwt(
             self._cql,
-            self._q("UPDATE {ks}.users_by_email SET user_id = ? WHERE email = ? IF user_id = ?"),
+            await self._q("UPDATE {ks}.users_by_email SET user_id = ? WHERE email = ? IF user_id = ?"),
             (uuid.UUID(user_id), email, uuid.UUID(user_id)),
         )
 
     async def add_to_directory(self, email: str, user_id: str, ttl_s: int = 0) -> None:
         await execute(
             self._cql,
-            self._q("INSERT INTO {ks}.user_directory (bucket, email, user_id) VALUES (?, ?, ?) USING TTL ?"),
+            await self._q(
+                "INSERT INTO {ks}.user_directory (bucket, email, user_id) VALUES (?, ?, ?) USING TTL ?"
+            ),
             (BUCKET, email, uuid.UUID(user_id), ttl_s),
         )
 
     async def id_by_email(self, email: str) -> str | None:
         rows = await execute(
-            self._cql, self._q("SELECT user_id FROM {ks}.users_by_email WHERE email = ?"), (email,)
+            self._cql, await self._q("SELECT user_id FROM {ks}.users_by_email WHERE email = ?"), (email,)
         )
         return str(rows[0].user_id) if rows and rows[0].user_id else None
 
@@ -78,7 +82,7 @@ class UserStore(Table):
             key = uuid.UUID(user_id)
         except ValueError:
             return None
-        rows = await execute(self._cql, self._q("SELECT * FROM {ks}.users WHERE user_id = ?"), (key,))
+        rows = await execute(self._cql, await self._q("SELECT * FROM {ks}.users WHERE user_id = ?"), (key,))
         # A row without its email is the remains of an expired unverified account.
         return _user(rows[0]) if rows and rows[0].email else None
 
@@ -91,7 +95,7 @@ class UserStore(Table):
         """
         return await execute_lwt(
             self._cql,
-            self._q(
+            await self._q(
                 "UPDATE {ks}.users USING TTL ? SET email = ?, display_name = ?, password_hash = ?, role = ?, "
                 "tier = ?, disabled = ?, create_time = ?, update_time = ?, version = ?, email_verified = ?, "
                 "not_before = ? WHERE user_id = ? IF version = ?"
@@ -101,12 +105,15 @@ class UserStore(Table):
 
     async def list_directory(self, after_email: str, prefix: str, limit: int) -> list[tuple[str, str]]:
         """(email, user_id) pairs in email order, after after_email, starting with prefix."""
-        lower = max(after_email, prefix)
-        upper = prefix + "\U0010ffff" if prefix else "\U0010ffff"
+        upper = prefix + "\U0010ffff"
+        if after_email >= prefix:
+            where, lower = "email > ?", after_email  # a later page
+        else:
+            where, lower = "email >= ?", prefix  # the first page: the prefix itself may be an email
         rows = await execute(
             self._cql,
-            self._q(
-                "SELECT email, user_id FROM {ks}.user_directory WHERE bucket = ? AND email > ? "
+            await self._q(
+                f"SELECT email, user_id FROM {{ks}}.user_directory WHERE bucket = ? AND {where} "  # noqa: S608 - fixed text
                 "AND email < ? LIMIT ?"
             ),
             (BUCKET, lower, upper, limit),
