@@ -80,7 +80,7 @@ class Conversation(_message.Message):
     def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., model: _Optional[str] = ..., system_prompt: _Optional[str] = ..., folder: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., pinned: bool = ..., archived: bool = ..., active_message: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("name", "parent_message", "author", "text", "model", "state", "usage", "turn", "create_time")
+    __slots__ = ("name", "parent_message", "author", "text", "model", "state", "usage", "turn", "create_time", "sibling_count", "sibling_index")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARENT_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,8 @@ class Message(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TURN_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SIBLING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SIBLING_INDEX_FIELD_NUMBER: _ClassVar[int]
     name: str
     parent_message: str
     author: Author
@@ -99,7 +101,9 @@ class Message(_message.Message):
     usage: _common_pb2.TokenUsage
     turn: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., parent_message: _Optional[str] = ..., author: _Optional[_Union[Author, str]] = ..., text: _Optional[str] = ..., model: _Optional[str] = ..., state: _Optional[_Union[MessageState, str]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., turn: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    sibling_count: int
+    sibling_index: int
+    def __init__(self, name: _Optional[str] = ..., parent_message: _Optional[str] = ..., author: _Optional[_Union[Author, str]] = ..., text: _Optional[str] = ..., model: _Optional[str] = ..., state: _Optional[_Union[MessageState, str]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., turn: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., sibling_count: _Optional[int] = ..., sibling_index: _Optional[int] = ...) -> None: ...
 
 class CreateConversationRequest(_message.Message):
     __slots__ = ("parent", "conversation", "request_id")
@@ -250,20 +254,22 @@ class SearchMessagesResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ShareLink(_message.Message):
-    __slots__ = ("name", "token", "last_message", "expire_time", "password_protected", "create_time")
+    __slots__ = ("name", "token", "last_message", "expire_time", "password_protected", "create_time", "view_count")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     LAST_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_PROTECTED_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    VIEW_COUNT_FIELD_NUMBER: _ClassVar[int]
     name: str
     token: str
     last_message: str
     expire_time: _timestamp_pb2.Timestamp
     password_protected: bool
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., token: _Optional[str] = ..., last_message: _Optional[str] = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., password_protected: bool = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    view_count: int
+    def __init__(self, name: _Optional[str] = ..., token: _Optional[str] = ..., last_message: _Optional[str] = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., password_protected: bool = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., view_count: _Optional[int] = ...) -> None: ...
 
 class CreateShareLinkRequest(_message.Message):
     __slots__ = ("parent", "share_link", "password", "request_id")
@@ -358,12 +364,14 @@ class ExportUserDataResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ExportHeader, _Mapping]] = ..., conversation: _Optional[_Union[Conversation, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., share_link: _Optional[_Union[ShareLink, _Mapping]] = ...) -> None: ...
 
 class ExportHeader(_message.Message):
-    __slots__ = ("user", "export_time")
+    __slots__ = ("user", "export_time", "format_version")
     USER_FIELD_NUMBER: _ClassVar[int]
     EXPORT_TIME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     user: str
     export_time: _timestamp_pb2.Timestamp
-    def __init__(self, user: _Optional[str] = ..., export_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    format_version: int
+    def __init__(self, user: _Optional[str] = ..., export_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., format_version: _Optional[int] = ...) -> None: ...
 
 class DeleteUserDataRequest(_message.Message):
     __slots__ = ("name", "confirm")
@@ -374,7 +382,15 @@ class DeleteUserDataRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., confirm: _Optional[str] = ...) -> None: ...
 
 class DeleteUserDataResponse(_message.Message):
-    __slots__ = ("deleted_conversations",)
+    __slots__ = ("deleted_conversations", "deleted_messages", "deleted_share_links", "delete_time", "event_id")
     DELETED_CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_SHARE_LINKS_FIELD_NUMBER: _ClassVar[int]
+    DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     deleted_conversations: int
-    def __init__(self, deleted_conversations: _Optional[int] = ...) -> None: ...
+    deleted_messages: int
+    deleted_share_links: int
+    delete_time: _timestamp_pb2.Timestamp
+    event_id: str
+    def __init__(self, deleted_conversations: _Optional[int] = ..., deleted_messages: _Optional[int] = ..., deleted_share_links: _Optional[int] = ..., delete_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., event_id: _Optional[str] = ...) -> None: ...

@@ -162,7 +162,8 @@ class HistoryServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def AppendMessage(self, request, context):
-        """Appends a message to a conversation. Service identity only (the chat router).
+        """Appends a message to a conversation. Service identity only (the chat router), with the
+        user it acts for alongside: a user's own token is PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

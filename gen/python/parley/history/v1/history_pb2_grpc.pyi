@@ -66,7 +66,9 @@ class HistoryServiceStub:
         parley.history.v1.history_pb2.AppendMessageRequest,
         parley.history.v1.history_pb2.AppendMessageResponse,
     ]
-    """Appends a message to a conversation. Service identity only (the chat router)."""
+    """Appends a message to a conversation. Service identity only (the chat router), with the
+    user it acts for alongside: a user's own token is PERMISSION_DENIED.
+    """
 
     SearchMessages: grpc.UnaryUnaryMultiCallable[
         parley.history.v1.history_pb2.SearchMessagesRequest,
@@ -158,7 +160,9 @@ class HistoryServiceAsyncStub:
         parley.history.v1.history_pb2.AppendMessageRequest,
         parley.history.v1.history_pb2.AppendMessageResponse,
     ]
-    """Appends a message to a conversation. Service identity only (the chat router)."""
+    """Appends a message to a conversation. Service identity only (the chat router), with the
+    user it acts for alongside: a user's own token is PERMISSION_DENIED.
+    """
 
     SearchMessages: grpc.aio.UnaryUnaryMultiCallable[
         parley.history.v1.history_pb2.SearchMessagesRequest,
@@ -264,7 +268,9 @@ class HistoryServiceServicer(metaclass=abc.ABCMeta):
         request: parley.history.v1.history_pb2.AppendMessageRequest,
         context: _ServicerContext,
     ) -> typing.Union[parley.history.v1.history_pb2.AppendMessageResponse, collections.abc.Awaitable[parley.history.v1.history_pb2.AppendMessageResponse]]:
-        """Appends a message to a conversation. Service identity only (the chat router)."""
+        """Appends a message to a conversation. Service identity only (the chat router), with the
+        user it acts for alongside: a user's own token is PERMISSION_DENIED.
+        """
 
     @abc.abstractmethod
     def SearchMessages(

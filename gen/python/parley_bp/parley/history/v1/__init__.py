@@ -525,12 +525,35 @@ default_message_pool.register_message("parley.history.v1", "DeleteUserDataReques
 @dataclass(eq=False, repr=False)
 class DeleteUserDataResponse(betterproto2.Message):
     """
-    Response for HistoryService.DeleteUserData.
+    Response for HistoryService.DeleteUserData: the deletion receipt.
     """
 
     deleted_conversations: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
     """
     How many conversations were deleted.
+    """
+
+    deleted_messages: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    How many messages were deleted.
+    """
+
+    deleted_share_links: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    How many share links were deleted.
+    """
+
+    delete_time: "datetime.datetime | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When the erasure finished in history. The account itself (sessions, API keys) and the
+    search index are erased by their services when they receive the UserDeleted event.
+    """
+
+    event_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The id of the UserDeleted event that tells every other service to erase the user.
     """
 
 
@@ -553,6 +576,11 @@ class ExportHeader(betterproto2.Message):
     )
     """
     When the export was taken.
+    """
+
+    format_version: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+    """
+    The version of the export format (docs/formats/export.md); 1 for this one.
     """
 
 
@@ -921,6 +949,19 @@ class Message(betterproto2.Message):
     When the message was written. Output only.
     """
 
+    sibling_count: "int" = betterproto2.field(10, betterproto2.TYPE_INT32)
+    """
+    How many messages share this message's parent, this one included: more than 1 when an
+    edit or a regeneration made branches here. Output only.
+    """
+
+    sibling_index: "int" = betterproto2.field(11, betterproto2.TYPE_INT32)
+    """
+    This message's place among its siblings, 0 for the oldest, in the order they were
+    written. A client moves to another branch by setting the conversation's
+    active_message to a sibling (or a message below it) with UpdateConversation. Output only.
+    """
+
 
 default_message_pool.register_message("parley.history.v1", "Message", Message)
 
@@ -1075,6 +1116,11 @@ class ShareLink(betterproto2.Message):
     )
     """
     When the link was created. Output only.
+    """
+
+    view_count: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
+    """
+    How many times the snapshot was read through GetSharedConversation. Output only.
     """
 
 
@@ -1267,7 +1313,8 @@ class HistoryServiceStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "AppendMessageResponse":
         """
-        Appends a message to a conversation. Service identity only (the chat router).
+        Appends a message to a conversation. Service identity only (the chat router), with the
+        user it acts for alongside: a user's own token is PERMISSION_DENIED.
         """
 
         return await self._unary_unary(
