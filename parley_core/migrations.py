@@ -63,8 +63,10 @@ _TAKE_LEASE = (
     "INSERT INTO {ks}.schema_migrations_lease (name, owner, expires_at) "
     "VALUES (%s, %s, %s) IF NOT EXISTS USING TTL %s"
 )
+#: Both cells again: a cell keeps the TTL it was written with, and the row lives while any does.
 _RENEW_LEASE = (
-    "UPDATE {ks}.schema_migrations_lease USING TTL %s SET expires_at = %s WHERE name = %s IF owner = %s"
+    "UPDATE {ks}.schema_migrations_lease USING TTL %s SET owner = %s, expires_at = %s "
+    "WHERE name = %s IF owner = %s"
 )
 _RELEASE_LEASE = "DELETE FROM {ks}.schema_migrations_lease WHERE name = %s IF owner = %s"
 #: How long one DDL statement (including the driver's own schema-agreement wait) may take.
@@ -319,7 +321,7 @@ class _Lease:
                 rows = await execute(
                     self._session,
                     _in(self._keyspace, _RENEW_LEASE),
-                    (self._lease_s, _expiry(self._lease_s), _LEASE_NAME, self._holder),
+                    (self._lease_s, self._holder, _expiry(self._lease_s), _LEASE_NAME, self._holder),
                 )
             except Exception as error:  # one failed renewal is not yet a lost lease
                 _log.warning("migration lease renewal failed", keyspace=self._keyspace, error=repr(error))

@@ -203,3 +203,15 @@ async def test_waiting_longer_than_wait_s_for_the_lease_is_an_error(session: Ses
 
     with pytest.raises(MigrationError, match="another instance held the migration lease"):
         await migrate(session, keyspace, RF, [NOTES, NOTES_TITLE], poll_s=0.1, wait_s=0.5)
+
+
+async def test_a_migration_longer_than_the_lease_keeps_it_by_renewing(
+    session: Session, keyspace: str
+) -> None:
+    # Forty tables take seconds: the 2 s lease (owner and all) must be renewed, or the run
+    # stops with "lost the migration lease".
+    tables = tuple(f"CREATE TABLE IF NOT EXISTS {{ks}}.t{i} (id int PRIMARY KEY)" for i in range(40))
+    started = asyncio.get_running_loop().time()
+
+    assert await migrate(session, keyspace, RF, [Migration(1, "many tables", tables)], lease_s=2) == [1]
+    assert asyncio.get_running_loop().time() - started > 2  # it did outlive one lease
