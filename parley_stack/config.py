@@ -35,7 +35,7 @@ DEFAULT_PORTS: dict[str, int] = {
         "router_metrics": 22,
         "ledger_metrics": 23,
         "session_jwks": 30,
-        "session_rls": 31,  # Envoy's rate limit service: internal, for the edge only
+        "session_internal": 31,  # rate limits for the edge, service tokens: never public
         "redis": 40,
         "cassandra_cql": 42,
         "cassandra_storage": 43,

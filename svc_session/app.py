@@ -29,7 +29,8 @@ from svc_session.keys import KeyEncryptionKey, KeyRing
 from svc_session.mailbox import DevMailbox, MailRelay
 from svc_session.ratelimit import RateLimits, TokenBucketLimiter
 from svc_session.rls import add_rate_limit_service
-from svc_session.servicer import PUBLIC_METHODS, SessionServiceServicer
+from svc_session.service_identity import ServiceTokens
+from svc_session.servicer import PUBLIC_METHODS, SessionServiceServicer, add_service_identity
 from svc_session.servicer import register as register_session
 from svc_session.sessions import Sessions
 from svc_session.settings import SessionSettings
@@ -66,7 +67,7 @@ class Domain:
 class SessionApp:
     settings: SessionSettings
     server: RunningServer
-    rls_server: RunningServer
+    internal_server: RunningServer
     jwks_runner: web.AppRunner
     jwks_port: int
     keys: KeyRing
@@ -91,8 +92,13 @@ class SessionApp:
         return self.server.port
 
     @property
-    def rls_port(self) -> int:
-        return self.rls_server.port
+    def internal_port(self) -> int:
+        return self.internal_server.port
+
+    async def issue_service_token(self, service: str) -> str:
+        """A service token for service, minted in-process (tests, tools)."""
+        token, _expires = await ServiceTokens(self.settings, self.keys).mint(service)
+        return token
 
     @classmethod
     async def start(cls, settings: SessionSettings) -> SessionApp:
@@ -128,17 +134,23 @@ class SessionApp:
         async def register(server: grpc.aio.Server) -> list[str]:
             return list(await register_session(server, servicer))
 
-        async def register_rls(server: grpc.aio.Server) -> list[str]:
-            return [add_rate_limit_service(server, limits, verifier)]
+        service_tokens = ServiceTokens(settings, keys)
+
+        async def register_internal(server: grpc.aio.Server) -> list[str]:
+            return [
+                add_rate_limit_service(server, limits, verifier),
+                add_service_identity(server, service_tokens),
+            ]
 
         running = await start_server(settings, register, interceptors=[interceptor], registry=registry)
-        # Envoy's rate limit service on a listener of its own, which only the edge reaches.
-        rls_settings = settings.model_copy(
-            update={"host": settings.rls_host, "port": settings.rls_port, "metrics_port": -1}
+        # Envoy's rate limit service and service identity on a listener of their own, which
+        # only the edge and Parley's services reach.
+        internal = settings.model_copy(
+            update={"host": settings.internal_host, "port": settings.internal_port, "metrics_port": -1}
         )
-        rls = await start_server(rls_settings, register_rls)
+        rls = await start_server(internal, register_internal)
         runner, jwks_port = await _serve_jwks(keys, settings)
-        _log.info("jwks served", port=jwks_port, path=JWKS_PATH, rls_port=rls.port)
+        _log.info("jwks served", port=jwks_port, path=JWKS_PATH, internal_port=rls.port)
         relay = None
         if settings.dev_mailbox_dir is not None:
             relay = MailRelay(
@@ -152,7 +164,7 @@ class SessionApp:
 
     async def stop(self) -> None:
         await self.server.stop()
-        await self.rls_server.stop()
+        await self.internal_server.stop()
         if self.relay is not None:
             await self.relay.stop()
         await self.jwks_runner.cleanup()

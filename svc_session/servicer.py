@@ -18,10 +18,12 @@ from svc_session.accounts import Accounts
 from svc_session.api_keys import ApiKeys
 from svc_session.email_proofs import EmailProofs
 from svc_session.model import ApiKey, Credentials, Session, User
+from svc_session.service_identity import ServiceTokens
 from svc_session.sessions import Sessions
 from svc_session.settings import SessionSettings
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SessionService"]
+IDENTITY_SERVICE = pb.DESCRIPTOR.services_by_name["ServiceIdentityService"]
 
 #: Methods callable without an access token.
 PUBLIC_METHODS = frozenset(
@@ -293,6 +295,24 @@ def _api_key(key: ApiKey) -> pb.ApiKey:
         expire_time=timestamp(key.expire_time),
         revoke_time=timestamp(key.revoke_time),
     )
+
+
+class ServiceIdentityServicer:
+    """parley.session.v1.ServiceIdentityService, on the internal listener only."""
+
+    def __init__(self, tokens: ServiceTokens) -> None:
+        self._tokens = tokens
+
+    async def IssueServiceToken(
+        self, request: pb.IssueServiceTokenRequest, context: Context
+    ) -> pb.IssueServiceTokenResponse:
+        token, expires = await self._tokens.issue(request.service, request.secret)
+        return pb.IssueServiceTokenResponse(access_token=token, expire_time=timestamp(expires))
+
+
+def add_service_identity(server: grpc.aio.Server, tokens: ServiceTokens) -> str:
+    """Serve service identity on server (the internal listener); returns its name."""
+    return add_servicer(server, IDENTITY_SERVICE, ServiceIdentityServicer(tokens))
 
 
 async def register(server: grpc.aio.Server, servicer: SessionServiceServicer) -> Sequence[str]:

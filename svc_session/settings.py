@@ -65,10 +65,17 @@ class SessionSettings(ServiceSettings):
     refresh_reuse_grace_s: int = 10
     #: Port of the JWKS HTTP endpoint (`/.well-known/jwks.json`) for Envoy's jwt_authn.
     jwks_port: int = 0
-    #: The internal listener of Envoy's rate limit service: only the edge may reach it
-    #: (loopback here, a NetworkPolicy in Kubernetes). 0 picks a free port.
-    rls_host: str = "127.0.0.1"
-    rls_port: int = 0
+    #: The internal listener: Envoy's rate limit service and service identity. Only the
+    #: edge and Parley's services may reach it (loopback here, a NetworkPolicy in
+    #: Kubernetes). 0 picks a free port.
+    internal_host: str = "127.0.0.1"
+    internal_port: int = 0
+    #: The audience of service tokens (internal calls); never the same as `audience`.
+    internal_audience: str = "parley-internal"
+    service_token_ttl_s: int = 10 * 60
+    #: Parley's services that may get a service token: name -> SHA-256 (hex) of its secret.
+    #: The secrets are 256-bit random strings, so a fast hash is enough.
+    service_credentials: dict[str, str] = Field(default_factory=dict)
     #: Where people open Parley; mailed links (verification, reset) point here.
     public_url: str = "http://127.0.0.1:20000"
     #: In development, mails are delivered as files here (the outbox's dev mailbox); empty

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import secrets
 import sys
 from dataclasses import replace
@@ -11,7 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from parley_core.stubs import health_stub
-from parley_stack.config import REPO_ROOT
+from parley_stack.config import REPO_ROOT, StackConfig
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server
 
@@ -24,6 +26,23 @@ def grpc_serving(host: str, port: int, service: str = "") -> bool:
     except grpc.RpcError:
         return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+#: Parley's services that call others with a service token.
+SERVICES = ("svc_session", "svc_history", "svc_router", "svc_ledger")
+
+
+def _stack_secret(config: StackConfig, name: str) -> str:
+    """A 256-bit secret made once per stack and kept with its data (a Secret in production)."""
+    path = config.data_dir("secrets") / name
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))
+    return path.read_text().strip()
+
+
+def service_secret(config: StackConfig, service: str) -> str:
+    return _stack_secret(config, f"{service}.service-secret")
 
 
 class ParleyService(Server):
@@ -46,6 +65,9 @@ class ParleyService(Server):
             f"{prefix}PORT": str(self.config.port(f"{self.key}_grpc")),
             f"{prefix}METRICS_PORT": str(self.config.port(f"{self.key}_metrics")),
             f"{prefix}LOG_FORMAT": "json",
+            # Service identity: this service's secret, and where it trades it for a token.
+            f"{prefix}SERVICE_SECRET": service_secret(self.config, self.name),
+            f"{prefix}IDENTITY_TARGET": f"{self.config.host}:{self.config.port('session_internal')}",
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -79,28 +101,23 @@ class SessionService(ParleyService):
             "PARLEY_SESSION_CASSANDRA_PORT": str(cfg.port("cassandra_cql")),
             "PARLEY_SESSION_REDIS_URL": f"redis://{cfg.host}:{cfg.port('redis')}/0",
             "PARLEY_SESSION_JWKS_PORT": str(cfg.port("session_jwks")),
-            "PARLEY_SESSION_RLS_HOST": cfg.host,
-            "PARLEY_SESSION_RLS_PORT": str(cfg.port("session_rls")),
-            "PARLEY_SESSION_KEY_ENCRYPTION_KEY": self._key_encryption_key(),
+            "PARLEY_SESSION_INTERNAL_HOST": cfg.host,
+            "PARLEY_SESSION_INTERNAL_PORT": str(cfg.port("session_internal")),
+            "PARLEY_SESSION_KEY_ENCRYPTION_KEY": _stack_secret(cfg, "key-encryption-key"),
+            "PARLEY_SESSION_SERVICE_CREDENTIALS": json.dumps(
+                {name: hashlib.sha256(service_secret(cfg, name).encode()).hexdigest() for name in SERVICES}
+            ),
             "PARLEY_SESSION_PUBLIC_URL": f"http://{cfg.host}:{cfg.port('envoy_public')}",
             "PARLEY_SESSION_DEV_MAILBOX_DIR": str(cfg.data_dir("mailbox")),
             # Envoy reaches the services from loopback and names the client in a header.
             "PARLEY_SESSION_TRUSTED_PROXIES": f'["{cfg.host}"]',
         }
 
-    def _key_encryption_key(self) -> str:
-        """This stack's KEK, made once and kept with its data (a KMS secret in production)."""
-        path = self.config.data_dir("svc_session") / "key-encryption-key"
-        if not path.exists():
-            path.touch(mode=0o600)
-            path.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))
-        return path.read_text().strip()
-
     def processes(self) -> list[ProcessSpec]:
         [spec] = super().processes()
         jwks = f"http://{self.config.host}:{self.config.port('session_jwks')}/.well-known/jwks.json"
-        rls = f"{self.config.host}:{self.config.port('session_rls')}"
-        return [replace(spec, endpoints={**spec.endpoints, "jwks": jwks, "rls": rls})]
+        internal = f"{self.config.host}:{self.config.port('session_internal')}"
+        return [replace(spec, endpoints={**spec.endpoints, "jwks": jwks, "internal": internal})]
 
 
 class HistoryService(ParleyService):

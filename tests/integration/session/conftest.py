@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +26,8 @@ ADMIN_EMAIL = "root@parley.test"
 #: One key-encryption key for the test run: every SessionApp on a keyspace shares it.
 TEST_KEK = KeyEncryptionKey.generate()
 REFRESH_GRACE_S = 1
+#: svc_router's service credential in tests.
+ROUTER_SECRET = KeyEncryptionKey.generate()
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +52,7 @@ def session_settings(stack: LocalStack, mailbox: Path, **overrides: object) -> S
         "redis_url": f"redis://{redis_host}:{redis_port}/0",
         "dev_mailbox_dir": mailbox,
         "key_encryption_key": TEST_KEK,
+        "service_credentials": {"svc_router": hashlib.sha256(ROUTER_SECRET.encode()).hexdigest()},
         # Mail is sent by the relay at once when this process queues it; the poll is for
         # other replicas' mail.
         "mail_poll_s": 0.5,

@@ -128,7 +128,7 @@ async def test_a_tier_change_sizes_the_next_calls_buckets(
         entries=[ratelimit_pb2.RateLimitDescriptor.Entry(key="access_token", value=f"Bearer {token}")]
     )
     request = rls_pb2.RateLimitRequest(domain="parley", descriptors=[descriptor])
-    target = f"{session_app.settings.rls_host}:{session_app.rls_port}"
+    target = f"{session_app.settings.internal_host}:{session_app.internal_port}"
     async with grpc.aio.insecure_channel(target) as internal:
         rls = rls_pb2_grpc.RateLimitServiceStub(internal)
         before = await rls.ShouldRateLimit(request)  # type: ignore[misc]

@@ -63,9 +63,9 @@ async def test_the_rate_limit_service_is_not_on_the_public_port(
 
 
 async def test_the_rate_limit_service_answers_on_its_internal_listener(session_app: SessionApp) -> None:
-    assert session_app.rls_port != session_app.port
+    assert session_app.internal_port != session_app.port
     async with grpc.aio.insecure_channel(
-        f"{session_app.settings.rls_host}:{session_app.rls_port}"
+        f"{session_app.settings.internal_host}:{session_app.internal_port}"
     ) as internal:
         health = await health_stub(internal).Check(health_pb2.HealthCheckRequest(service=RLS))
         reply = await _rls(internal).ShouldRateLimit(_spend("192.0.2.11"))

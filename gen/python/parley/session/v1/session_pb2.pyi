@@ -17,6 +17,22 @@ ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_ADMIN: Role
 
+class IssueServiceTokenRequest(_message.Message):
+    __slots__ = ("service", "secret")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    secret: str
+    def __init__(self, service: _Optional[str] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class IssueServiceTokenResponse(_message.Message):
+    __slots__ = ("access_token", "expire_time")
+    ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    access_token: str
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, access_token: _Optional[str] = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class User(_message.Message):
     __slots__ = ("name", "email", "display_name", "role", "tier", "disabled", "create_time", "update_time", "etag", "email_verified")
     NAME_FIELD_NUMBER: _ClassVar[int]

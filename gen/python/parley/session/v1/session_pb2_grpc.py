@@ -826,3 +826,98 @@ class SessionService(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ServiceIdentityServiceStub(object):
+    """Service identity for Parley's own services. Internal: served only on svc_session's
+    internal listener, never routed by the edge.
+
+    A service (svc_router, say) exchanges its credential for a short-lived service token and
+    sends it as `authorization: Bearer <token>` on internal calls (AppendMessage, ...),
+    with the user it acts for alongside in `x-parley-user-token`. A service token has its
+    own audience, so it is never accepted where a user's token is, nor the other way round.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.IssueServiceToken = channel.unary_unary(
+                '/parley.session.v1.ServiceIdentityService/IssueServiceToken',
+                request_serializer=parley_dot_session_dot_v1_dot_session__pb2.IssueServiceTokenRequest.SerializeToString,
+                response_deserializer=parley_dot_session_dot_v1_dot_session__pb2.IssueServiceTokenResponse.FromString,
+                _registered_method=True)
+
+
+class ServiceIdentityServiceServicer(object):
+    """Service identity for Parley's own services. Internal: served only on svc_session's
+    internal listener, never routed by the edge.
+
+    A service (svc_router, say) exchanges its credential for a short-lived service token and
+    sends it as `authorization: Bearer <token>` on internal calls (AppendMessage, ...),
+    with the user it acts for alongside in `x-parley-user-token`. A service token has its
+    own audience, so it is never accepted where a user's token is, nor the other way round.
+    """
+
+    def IssueServiceToken(self, request, context):
+        """Exchanges a service's credential for a service token. A wrong credential is
+        UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ServiceIdentityServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'IssueServiceToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueServiceToken,
+                    request_deserializer=parley_dot_session_dot_v1_dot_session__pb2.IssueServiceTokenRequest.FromString,
+                    response_serializer=parley_dot_session_dot_v1_dot_session__pb2.IssueServiceTokenResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'parley.session.v1.ServiceIdentityService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('parley.session.v1.ServiceIdentityService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ServiceIdentityService(object):
+    """Service identity for Parley's own services. Internal: served only on svc_session's
+    internal listener, never routed by the edge.
+
+    A service (svc_router, say) exchanges its credential for a short-lived service token and
+    sends it as `authorization: Bearer <token>` on internal calls (AppendMessage, ...),
+    with the user it acts for alongside in `x-parley-user-token`. A service token has its
+    own audience, so it is never accepted where a user's token is, nor the other way round.
+    """
+
+    @staticmethod
+    def IssueServiceToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.session.v1.ServiceIdentityService/IssueServiceToken',
+            parley_dot_session_dot_v1_dot_session__pb2.IssueServiceTokenRequest.SerializeToString,
+            parley_dot_session_dot_v1_dot_session__pb2.IssueServiceTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -443,3 +443,62 @@ class SessionServiceServicer(metaclass=abc.ABCMeta):
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
+
+class ServiceIdentityServiceStub:
+    """Service identity for Parley's own services. Internal: served only on svc_session's
+    internal listener, never routed by the edge.
+
+    A service (svc_router, say) exchanges its credential for a short-lived service token and
+    sends it as `authorization: Bearer <token>` on internal calls (AppendMessage, ...),
+    with the user it acts for alongside in `x-parley-user-token`. A service token has its
+    own audience, so it is never accepted where a user's token is, nor the other way round.
+    """
+
+    def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
+    IssueServiceToken: grpc.UnaryUnaryMultiCallable[
+        parley.session.v1.session_pb2.IssueServiceTokenRequest,
+        parley.session.v1.session_pb2.IssueServiceTokenResponse,
+    ]
+    """Exchanges a service's credential for a service token. A wrong credential is
+    UNAUTHENTICATED.
+    """
+
+class ServiceIdentityServiceAsyncStub:
+    """Service identity for Parley's own services. Internal: served only on svc_session's
+    internal listener, never routed by the edge.
+
+    A service (svc_router, say) exchanges its credential for a short-lived service token and
+    sends it as `authorization: Bearer <token>` on internal calls (AppendMessage, ...),
+    with the user it acts for alongside in `x-parley-user-token`. A service token has its
+    own audience, so it is never accepted where a user's token is, nor the other way round.
+    """
+
+    IssueServiceToken: grpc.aio.UnaryUnaryMultiCallable[
+        parley.session.v1.session_pb2.IssueServiceTokenRequest,
+        parley.session.v1.session_pb2.IssueServiceTokenResponse,
+    ]
+    """Exchanges a service's credential for a service token. A wrong credential is
+    UNAUTHENTICATED.
+    """
+
+class ServiceIdentityServiceServicer(metaclass=abc.ABCMeta):
+    """Service identity for Parley's own services. Internal: served only on svc_session's
+    internal listener, never routed by the edge.
+
+    A service (svc_router, say) exchanges its credential for a short-lived service token and
+    sends it as `authorization: Bearer <token>` on internal calls (AppendMessage, ...),
+    with the user it acts for alongside in `x-parley-user-token`. A service token has its
+    own audience, so it is never accepted where a user's token is, nor the other way round.
+    """
+
+    @abc.abstractmethod
+    def IssueServiceToken(
+        self,
+        request: parley.session.v1.session_pb2.IssueServiceTokenRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[parley.session.v1.session_pb2.IssueServiceTokenResponse, collections.abc.Awaitable[parley.session.v1.session_pb2.IssueServiceTokenResponse]]:
+        """Exchanges a service's credential for a service token. A wrong credential is
+        UNAUTHENTICATED.
+        """
+
+def add_ServiceIdentityServiceServicer_to_server(servicer: ServiceIdentityServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

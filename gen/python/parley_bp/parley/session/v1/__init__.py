@@ -12,6 +12,8 @@ __all__ = (
     "EndAllSessionsResponse",
     "GetCurrentUserRequest",
     "GetCurrentUserResponse",
+    "IssueServiceTokenRequest",
+    "IssueServiceTokenResponse",
     "ListApiKeysRequest",
     "ListApiKeysResponse",
     "ListSessionsRequest",
@@ -38,6 +40,7 @@ __all__ = (
     "RevokeSessionRequest",
     "RevokeSessionResponse",
     "Role",
+    "ServiceIdentityServiceStub",
     "Session",
     "SessionServiceStub",
     "UpdateUserRequest",
@@ -291,6 +294,52 @@ class GetCurrentUserResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("parley.session.v1", "GetCurrentUserResponse", GetCurrentUserResponse)
+
+
+@dataclass(eq=False, repr=False)
+class IssueServiceTokenRequest(betterproto2.Message):
+    """
+    Request for ServiceIdentityService.IssueServiceToken.
+    """
+
+    service: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The service's name, for example "svc_router".
+    """
+
+    secret: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The service's secret, as configured for it (a Kubernetes Secret in production).
+    """
+
+
+default_message_pool.register_message(
+    "parley.session.v1", "IssueServiceTokenRequest", IssueServiceTokenRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class IssueServiceTokenResponse(betterproto2.Message):
+    """
+    Response for ServiceIdentityService.IssueServiceToken.
+    """
+
+    access_token: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The service token, a JWT with the audience of internal calls.
+    """
+
+    expire_time: "datetime.datetime | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When it stops working; fetch a new one before.
+    """
+
+
+default_message_pool.register_message(
+    "parley.session.v1", "IssueServiceTokenResponse", IssueServiceTokenResponse
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -941,6 +990,40 @@ class VerifyEmailResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("parley.session.v1", "VerifyEmailResponse", VerifyEmailResponse)
+
+
+class ServiceIdentityServiceStub(betterproto2_grpclib.ServiceStub):
+    """
+    Service identity for Parley's own services. Internal: served only on svc_session's
+    internal listener, never routed by the edge.
+
+    A service (svc_router, say) exchanges its credential for a short-lived service token and
+    sends it as `authorization: Bearer <token>` on internal calls (AppendMessage, ...),
+    with the user it acts for alongside in `x-parley-user-token`. A service token has its
+    own audience, so it is never accepted where a user's token is, nor the other way round.
+    """
+
+    async def issue_service_token(
+        self,
+        message: "IssueServiceTokenRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "IssueServiceTokenResponse":
+        """
+        Exchanges a service's credential for a service token. A wrong credential is
+        UNAUTHENTICATED.
+        """
+
+        return await self._unary_unary(
+            "/parley.session.v1.ServiceIdentityService/IssueServiceToken",
+            message,
+            IssueServiceTokenResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
 
 class SessionServiceStub(betterproto2_grpclib.ServiceStub):
