@@ -1,0 +1,152 @@
+"""svc_history assembled: schema, adapters, domain, servicer, auth and the outbox relay.
+
+`HistoryApp.start` is what `python -m svc_history` runs and what integration tests start
+in-process against the local stack's real Cassandra, Redis and Pulsar (with svc_session's
+key ring as the key source, where production fetches svc_session's JWKS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from cassandra.cluster import Cluster
+from cassandra.cluster import Session as CqlSession
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from parley_core.auth import AuthInterceptor, HttpKeySource, JwtVerifier, KeySource, Revocations
+from parley_core.cassandra import connect
+from parley_core.migrations import migrate
+from parley_core.outbox import Outbox, OutboxRelay, PulsarClient
+from parley_core.server import RunningServer, start_server
+from svc_history.conversations import Conversations
+from svc_history.events import OutboxEvents
+from svc_history.messages import Messages
+from svc_history.paging import PageTokens
+from svc_history.servicer import INTERNAL_METHODS, PUBLIC_METHODS, HistoryServiceServicer, register
+from svc_history.settings import HistorySettings
+from svc_history.sharing import ShareLinks
+from svc_history.store import MIGRATIONS, Stores
+from svc_history.throttle import GuessThrottle
+from svc_history.user_data import UserData
+
+
+def page_token_secret(settings: HistorySettings) -> bytes:
+    """The configured key, decoded; ValueError when it is missing or short."""
+    if settings.page_token_key is None:
+        raise ValueError("PARLEY_HISTORY_PAGE_TOKEN_KEY is not set (32 random bytes, base64url)")
+    text = settings.page_token_key.get_secret_value().strip()
+    try:
+        secret = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as error:
+        raise ValueError("PARLEY_HISTORY_PAGE_TOKEN_KEY is not base64url") from error
+    if len(secret) < 32:
+        raise ValueError("PARLEY_HISTORY_PAGE_TOKEN_KEY must hold at least 32 bytes")
+    return secret
+
+
+@dataclass(frozen=True)
+class Domain:
+    """svc_history's domain objects, wired to their adapters."""
+
+    conversations: Conversations
+    messages: Messages
+    share_links: ShareLinks
+    user_data: UserData
+
+    @classmethod
+    def assemble(
+        cls, settings: HistorySettings, stores: Stores, events: OutboxEvents, redis: Redis
+    ) -> Domain:
+        secret = page_token_secret(settings)
+        tokens = PageTokens(secret)
+        conversations = Conversations(settings, stores, tokens, events)
+        messages = Messages(settings, stores, conversations, tokens, events)
+        guesses = GuessThrottle(
+            redis, settings.share_password_address_bucket, settings.share_password_link_bucket
+        )
+        share_links = ShareLinks(settings, stores, conversations, messages, tokens, secret, guesses)
+        user_data = UserData(stores, conversations, messages, events)
+        return cls(conversations, messages, share_links, user_data)
+
+
+@dataclass
+class HistoryApp:
+    settings: HistorySettings
+    server: RunningServer
+    stores: Stores
+    domain: Domain
+    outbox: Outbox
+    relay: OutboxRelay
+    revocations: Revocations
+    cluster: Cluster
+    cql: CqlSession
+    redis: Redis
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @classmethod
+    async def start(
+        cls,
+        settings: HistorySettings,
+        *,
+        key_source: KeySource | None = None,
+        pulsar_service: str | Callable[[], PulsarClient] | None = None,
+    ) -> HistoryApp:
+        """Migrate the schema, then serve. key_source: where token keys come from (default:
+        svc_session's JWKS at `jwks_url`); pulsar_service: the broker URL or a client
+        factory (default: `pulsar_url`)."""
+        page_token_secret(settings)  # refuse to start without it, before connecting anywhere
+        cluster, cql = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
+        await migrate(cql, settings.keyspace, settings.replication_factor, MIGRATIONS)
+        stores = Stores.open(cql, settings.keyspace)
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        registry = CollectorRegistry()
+        outbox = Outbox(cql, settings.keyspace)
+        relay = OutboxRelay(
+            outbox,
+            pulsar_service or settings.pulsar_url,
+            poll_s=settings.outbox_poll_s,
+            max_backoff_s=settings.outbox_max_backoff_s,
+            send_timeout_s=settings.outbox_send_timeout_s,
+            registry=registry,
+        )
+        relay.start()
+        domain = Domain.assemble(settings, stores, OutboxEvents(outbox), redis)
+        servicer = HistoryServiceServicer(
+            settings, domain.conversations, domain.messages, domain.share_links, domain.user_data
+        )
+        keys = key_source if key_source is not None else HttpKeySource(settings.jwks_url)
+        revocations = Revocations(redis)
+        await revocations.start()
+        interceptor = AuthInterceptor(
+            JwtVerifier(keys, settings.issuer, settings.audience, revocations),
+            PUBLIC_METHODS,
+            internal_methods=INTERNAL_METHODS,
+            service_verifier=JwtVerifier(keys, settings.issuer, settings.internal_audience),
+            registry=registry,
+        )
+
+        async def add(server: grpc.aio.Server) -> list[str]:
+            return list(await register(server, servicer))
+
+        running = await start_server(settings, add, interceptors=[interceptor], registry=registry)
+        return cls(settings, running, stores, domain, outbox, relay, revocations, cluster, cql, redis)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.relay.stop()
+        await self.revocations.close()
+        await self.redis.aclose()
+        await asyncio.to_thread(self.cluster.shutdown)
