@@ -123,7 +123,22 @@ class SessionService(ParleyService):
 class HistoryService(ParleyService):
     name = "svc_history"
     key = "history"
-    requires = ("cassandra", "pulsar", "weaviate")
+    # svc_session: its JWKS verifies users' and services' tokens. Weaviate joins with search.
+    requires = ("cassandra", "redis", "pulsar", "svc_session")
+
+    def environment(self) -> dict[str, str]:
+        cfg = self.config
+        return {
+            **super().environment(),
+            "PARLEY_HISTORY_CASSANDRA_HOSTS": f'["{cfg.host}"]',
+            "PARLEY_HISTORY_CASSANDRA_PORT": str(cfg.port("cassandra_cql")),
+            "PARLEY_HISTORY_REDIS_URL": f"redis://{cfg.host}:{cfg.port('redis')}/0",
+            "PARLEY_HISTORY_PULSAR_URL": f"pulsar://{cfg.host}:{cfg.port('pulsar')}",
+            "PARLEY_HISTORY_JWKS_URL": f"http://{cfg.host}:{cfg.port('session_jwks')}/.well-known/jwks.json",
+            "PARLEY_HISTORY_PAGE_TOKEN_KEY": _stack_secret(cfg, "history-page-token-key"),
+            # Envoy reaches the services from loopback and names the client in a header.
+            "PARLEY_HISTORY_TRUSTED_PROXIES": f'["{cfg.host}"]',
+        }
 
 
 class RouterService(ParleyService):

@@ -10,6 +10,7 @@ from typing import Any
 
 from cassandra.cluster import ResponseFuture
 from cassandra.cluster import Session as CqlSession
+from cassandra.query import UNSET_VALUE
 
 from parley_core.cassandra import execute, execute_lwt
 
@@ -30,6 +31,11 @@ def req(value: datetime | None) -> datetime:
 
 def uid(value: str) -> uuid.UUID:
     return uuid.UUID(value)
+
+
+def unset_none(value: Any) -> Any:
+    """value, or "leave the column alone" for None: binding a null writes a tombstone."""
+    return UNSET_VALUE if value is None else value
 
 
 def parent_key(parent_id: str) -> uuid.UUID:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from svc_history.model import Conversation
-from svc_history.store._table import Table, req, uid
+from svc_history.store._table import Table, req, uid, unset_none
 
 _COLUMNS = (
     "user_id, conversation_id, title, model, system_prompt, folder, tags, pinned, archived, "
@@ -82,7 +82,7 @@ class ConversationStore(Table):
         values = (
             conversation.title, conversation.model, conversation.system_prompt, conversation.folder,
             list(conversation.tags), conversation.pinned, conversation.archived,
-            uid(conversation.active_message) if conversation.active_message else None,
+            unset_none(uid(conversation.active_message) if conversation.active_message else None),
             conversation.update_time, uid(conversation.version),
             conversation.user_id, uid(conversation.conversation_id),
         )  # fmt: skip
@@ -153,7 +153,7 @@ class ConversationStore(Table):
 def _values(c: Conversation) -> tuple[Any, ...]:
     return (
         c.user_id, uid(c.conversation_id), c.title, c.model, c.system_prompt, c.folder, list(c.tags),
-        c.pinned, c.archived, uid(c.active_message) if c.active_message else None, c.create_time,
+        c.pinned, c.archived, unset_none(uid(c.active_message) if c.active_message else None), c.create_time,
         c.update_time, uid(c.version), c.request_id,
     )  # fmt: skip
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from svc_history.model import Message, Usage
-from svc_history.store._table import Table, parent_key, parent_of, req, uid
+from svc_history.store._table import Table, parent_key, parent_of, req, uid, unset_none
 from svc_history.tree import Node
 
 _COLUMNS = (
@@ -31,8 +31,8 @@ class MessageStore(Table):
             f"INSERT INTO {{ks}}.messages ({_COLUMNS}) VALUES ({', '.join('?' * 14)})",  # noqa: S608 - fixed text
             (
                 uid(message.conversation_id), message.bucket, uid(message.message_id), message.user_id,
-                uid(message.parent_id) if message.parent_id else None, message.author, message.text,
-                message.model, message.state, usage.input_tokens if usage else 0,
+                unset_none(uid(message.parent_id) if message.parent_id else None), message.author,
+                message.text, message.model, message.state, usage.input_tokens if usage else 0,
                 usage.output_tokens if usage else 0, usage is not None, message.turn, message.create_time,
             ),
         )  # fmt: skip

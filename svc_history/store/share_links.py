@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from svc_history.model import ShareLink
-from svc_history.store._table import Table, req, uid, utc
+from svc_history.store._table import Table, req, uid, unset_none, utc
 
 #: One link's key.
 _ONE = "user_id = ? AND conversation_id = ? AND share_link_id = ?"
@@ -23,7 +23,7 @@ class ShareLinkStore(Table):
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 token_hash, link.user_id, uid(link.conversation_id), uid(link.share_link_id), last,
-                link.expire_time, link.password_hash, link.create_time, link.title,
+                unset_none(link.expire_time), link.password_hash, link.create_time, link.title,
             ),
         )  # fmt: skip
         await self._run(
@@ -32,7 +32,8 @@ class ShareLinkStore(Table):
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 link.user_id, uid(link.conversation_id), uid(link.share_link_id), token_hash, last,
-                link.expire_time, link.password_hash, link.create_time, link.title, link.request_id,
+                unset_none(link.expire_time), link.password_hash, link.create_time, link.title,
+                link.request_id,
             ),
         )  # fmt: skip
 
