@@ -21,19 +21,22 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from parley_core.events import NAMESPACE, TENANT, TOPICS
 from parley_stack.config import StackConfig
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server
 from parley_stack.servers.debian import apt_install
 from parley_stack.servers.wheels import install_wheel
 
+# TENANT/NAMESPACE (parley_core.events, where the services read them) are re-exported for the
+# stack's tests; the lite broker accepts any tenant and namespace, Apache's are created below.
+__all__ = ["NAMESPACE", "TENANT", "PulsarServer", "pulsar_handshake"]
+
 LITE_VERSION = "0.2.0"
 PULSAR_VERSION = "4.0.7"  # 4.0.8's jetcd-core-shaded and pulsar-opentelemetry are not served
 LOG4J_VERSION = "2.23.1"  # the version pulsar-broker's log4j-slf4j2-impl was built with
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
-#: The tenant/namespace Parley's services publish to; the lite broker accepts any name.
-TENANT, NAMESPACE = "parley", "parley/events"
 CLUSTER = "standalone"  # clusterName in pulsar_files/standalone.conf
 
 _FILES = Path(__file__).resolve().parent / "pulsar_files"
@@ -241,15 +244,31 @@ class _Apache:
         (self.data / "standalone.conf").write_text(conf)
 
     def after_ready(self) -> None:
-        """Create Parley's tenant and namespace; 409 (already there) is fine."""
+        """Create Parley's tenant, namespace and topics; 409 (already there) is fine.
+
+        The broker deletes topics that have no subscription after a minute of inactivity
+        (`brokerDeleteInactiveTopicsEnabled`), so the namespace turns that off: the topics
+        stay until their consumers subscribe.
+        """
         admin = f"http://{self.config.host}:{self.config.port('pulsar_http')}/admin/v2"
-        for url, body in (
-            (f"{admin}/tenants/{TENANT}", {"allowedClusters": [CLUSTER]}),
-            (f"{admin}/namespaces/{NAMESPACE}", {}),
-        ):
-            status = _http("PUT", url, body)
+        requests: list[tuple[str, str, object]] = [
+            ("PUT", f"{admin}/tenants/{TENANT}", {"allowedClusters": [CLUSTER]}),
+            ("PUT", f"{admin}/namespaces/{NAMESPACE}", {}),
+            (
+                "POST",
+                f"{admin}/namespaces/{NAMESPACE}/inactiveTopicPolicies",
+                {
+                    "inactiveTopicDeleteMode": "delete_when_no_subscriptions",
+                    "maxInactiveDurationSeconds": 60,
+                    "deleteWhileInactive": False,
+                },
+            ),
+            *(("PUT", f"{admin}/persistent/{NAMESPACE}/{topic}", None) for topic in TOPICS),
+        ]
+        for method, url, body in requests:
+            status = _http(method, url, body)
             if status not in (200, 204, 409):
-                raise RuntimeError(f"PUT {url} answered {status or 'nothing'}")
+                raise RuntimeError(f"{method} {url} answered {status or 'nothing'}")
 
 
 class PulsarServer(Server):
