@@ -280,7 +280,7 @@ async def test_a_running_relay_retries_with_backoff_until_pulsar_is_back(
 @pytest.fixture(scope="module")
 def side_broker() -> Iterator[LocalStack]:
     """A pulsar-lite of its own that a test may stop and start (the session's keeps running)."""
-    handle = LocalStack(StackConfig(pulsar="lite", port_offset=side_stack_offset(3)), reuse=False)
+    handle = LocalStack(StackConfig(pulsar="lite", port_offset=side_stack_offset(4)), reuse=False)
     try:
         handle.ensure("pulsar")
         yield handle
