@@ -15,6 +15,14 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, R
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import PreparedStatement
 
+__all__ = [
+    "LOCAL_DC",
+    "connect",
+    "create_keyspace",
+    "execute",
+    "execute_lwt",
+]
+
 LOCAL_DC = "datacenter1"
 
 

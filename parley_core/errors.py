@@ -15,6 +15,15 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+__all__ = [
+    "FieldViolation",
+    "RpcError",
+    "details_of",
+    "from_unexpected",
+    "invalid_argument",
+    "unimplemented",
+]
+
 
 @dataclass(frozen=True)
 class FieldViolation:

@@ -8,6 +8,8 @@ from typing import Literal
 
 import structlog
 
+__all__ = ["configure_logging"]
+
 
 def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "info") -> None:
     """Route structlog (and the standard library's logging) to stdout in one format."""

@@ -23,6 +23,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from parley_core.errors import RpcError, from_unexpected
 
+__all__ = [
+    "ObservabilityInterceptor",
+    "RpcMetrics",
+    "current_user_id",
+    "replace_behaviour",
+]
+
 #: Set by the auth layer once a caller is known (before the handler runs, in the RPC's own
 #: context); read when the RPC's log line is written.
 current_user_id: ContextVar[str] = ContextVar("current_user_id", default="")

@@ -9,6 +9,13 @@ from typing import Any
 
 from parley_core.errors import FieldViolation, invalid_argument
 
+__all__ = [
+    "decode_token",
+    "encode_token",
+    "offset_page",
+    "page_size",
+]
+
 
 def page_size(requested: int, default: int, maximum: int) -> int:
     """The size to use: default for 0, capped at maximum; negative is INVALID_ARGUMENT."""

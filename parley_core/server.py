@@ -25,6 +25,17 @@ from parley_core.logging import configure_logging
 from parley_core.observability import ObservabilityInterceptor, RpcMetrics
 from parley_core.settings import ServiceSettings
 
+__all__ = [
+    "Register",
+    "RunningServer",
+    "StartError",
+    "Stoppable",
+    "run_service",
+    "run_until_signal",
+    "serve_until_signal",
+    "start_server",
+]
+
 _log = structlog.get_logger("parley.server")
 
 #: Adds a service's servicers to the server; returns the full names of the services added.
@@ -62,11 +73,21 @@ async def start_server(
     register: Register,
     *,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    registry: CollectorRegistry | None = None,
 ) -> RunningServer:
-    """Build, bind and start a server; it is SERVING once this returns."""
-    registry = CollectorRegistry()
+    """Build, bind and start a server; it is SERVING once this returns.
+
+    registry: where the server's metrics go (and what its metrics endpoint serves); pass
+    the one your interceptors registered their own metrics in. A new one when None.
+    At most `settings.max_concurrent_rpcs` calls run at once; grpc answers the calls over
+    that with RESOURCE_EXHAUSTED.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
     metrics = RpcMetrics(registry)
-    server = grpc.aio.server(interceptors=[ObservabilityInterceptor(metrics), *interceptors])
+    server = grpc.aio.server(
+        interceptors=[ObservabilityInterceptor(metrics), *interceptors],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
     services = list(await register(server))
 
     health_servicer = health.aio.HealthServicer()

@@ -19,6 +19,8 @@ from google.protobuf.message_factory import GetMessageClass
 
 from parley_core.errors import unimplemented
 
+__all__ = ["add_servicer"]
+
 _FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServiceSettings"]
 
 
 class ServiceSettings(BaseSettings):
@@ -25,3 +28,6 @@ class ServiceSettings(BaseSettings):
     #: How long the health status shows NOT_SERVING before the server stops accepting, so
     #: load balancers notice first.
     drain_delay_s: float = 0.0
+    #: The most calls served at once; grpc answers calls over it with RESOURCE_EXHAUSTED, so
+    #: an overload sheds load at the door instead of queueing without bound.
+    max_concurrent_rpcs: int = Field(default=1000, ge=1)

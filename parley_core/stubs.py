@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from parley.session.v1.session_pb2_grpc import SessionServiceAsyncStub
 
 
+__all__ = [
+    "chat_stub",
+    "health_stub",
+    "history_stub",
+    "ledger_stub",
+    "reflection_stub",
+    "session_stub",
+]
+
+
 def session_stub(channel: grpc.aio.Channel) -> SessionServiceAsyncStub:
     return cast("SessionServiceAsyncStub", session_pb2_grpc.SessionServiceStub(channel))
 

@@ -11,6 +11,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from parley_core.errors import FieldViolation, invalid_argument
 
+__all__ = [
+    "CLIENT_ADDRESS_HEADER",
+    "client_address",
+    "from_timestamp",
+    "parse_name",
+    "timestamp",
+    "user_agent",
+]
+
 
 def timestamp(value: datetime | None) -> Timestamp | None:
     """A protobuf Timestamp, or None (an unset field) for None."""
