@@ -25,6 +25,7 @@ from parley_core.server import RunningServer, start_server
 from svc_session.accounts import Accounts
 from svc_session.api_keys import ApiKeys
 from svc_session.email_proofs import EmailProofs
+from svc_session.erasure import AccountErasure, UserDeletedConsumer
 from svc_session.keys import KeyEncryptionKey, KeyRing
 from svc_session.mailbox import DevMailbox, MailRelay
 from svc_session.ratelimit import RateLimits, TokenBucketLimiter
@@ -75,6 +76,7 @@ class SessionApp:
     domain: Domain
     revocations: Revocations
     relay: MailRelay | None
+    erasure: UserDeletedConsumer | None
     cluster: Cluster
     cql: CqlSession
     redis: Redis
@@ -157,9 +159,17 @@ class SessionApp:
                 proofs, stores.proofs, DevMailbox(settings.dev_mailbox_dir), poll_s=settings.mail_poll_s
             )
             relay.start()
+        erasure = None
+        if settings.pulsar_url:
+            erasure = UserDeletedConsumer(
+                settings.pulsar_url,
+                AccountErasure(stores, domain.sessions),
+                subscription=f"svc_session-erasure-{settings.keyspace}",
+            )
+            erasure.start()
         return cls(
-            settings, running, rls, runner, jwks_port, keys, stores, domain, revocations, relay, cluster, cql,
-            redis,
+            settings, running, rls, runner, jwks_port, keys, stores, domain, revocations, relay, erasure,
+            cluster, cql, redis,
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -167,6 +177,8 @@ class SessionApp:
         await self.internal_server.stop()
         if self.relay is not None:
             await self.relay.stop()
+        if self.erasure is not None:
+            await self.erasure.stop()
         await self.jwks_runner.cleanup()
         await self.revocations.close()
         await self.redis.aclose()

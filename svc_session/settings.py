@@ -36,6 +36,8 @@ class SessionSettings(ServiceSettings):
     #: Replicas per data centre when the keyspace is created (3 in production).
     replication_factor: int = 1
     redis_url: str = "redis://127.0.0.1:20040/0"
+    #: Pulsar, for the `user-deleted` events that erase accounts; None runs no consumer.
+    pulsar_url: str | None = None
     #: Every Redis call gives up after this long (connect and each command).
     redis_timeout_s: float = 1.0
 

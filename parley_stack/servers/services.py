@@ -91,7 +91,7 @@ class ParleyService(Server):
 class SessionService(ParleyService):
     name = "svc_session"
     key = "session"
-    requires = ("redis", "cassandra")
+    requires = ("redis", "cassandra", "pulsar")
 
     def environment(self) -> dict[str, str]:
         cfg = self.config
@@ -100,6 +100,7 @@ class SessionService(ParleyService):
             "PARLEY_SESSION_CASSANDRA_HOSTS": f'["{cfg.host}"]',
             "PARLEY_SESSION_CASSANDRA_PORT": str(cfg.port("cassandra_cql")),
             "PARLEY_SESSION_REDIS_URL": f"redis://{cfg.host}:{cfg.port('redis')}/0",
+            "PARLEY_SESSION_PULSAR_URL": f"pulsar://{cfg.host}:{cfg.port('pulsar')}",
             "PARLEY_SESSION_JWKS_PORT": str(cfg.port("session_jwks")),
             "PARLEY_SESSION_INTERNAL_HOST": cfg.host,
             "PARLEY_SESSION_INTERNAL_PORT": str(cfg.port("session_internal")),

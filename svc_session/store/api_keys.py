@@ -15,23 +15,24 @@ class ApiKeyStore(Table):
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS api_keys (
             user_id uuid, key_id uuid, display_name text, scopes set<text>, key_prefix text,
-            create_time timestamp, expire_time timestamp, revoke_time timestamp,
+            create_time timestamp, expire_time timestamp, revoke_time timestamp, key_hash text,
             PRIMARY KEY ((user_id), key_id))""",
         "CREATE TABLE IF NOT EXISTS api_keys_by_hash (key_hash text PRIMARY KEY, user_id uuid, key_id uuid)",
         """CREATE TABLE IF NOT EXISTS api_key_requests (
             user_id uuid, request_id text, key_id uuid, PRIMARY KEY ((user_id), request_id))""",
     )
+    COLUMNS = (("api_keys", "key_hash", "text"),)
 
     async def insert(self, key: ApiKey, key_hash: str) -> None:
         await execute(
             self._cql,
             await self._q(
                 "INSERT INTO {ks}.api_keys (user_id, key_id, display_name, scopes, key_prefix, create_time, "
-                "expire_time) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "expire_time, key_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             (
                 uuid.UUID(key.user_id), uuid.UUID(key.key_id), key.display_name, set(key.scopes),
-                key.key_prefix, key.create_time, key.expire_time,
+                key.key_prefix, key.create_time, key.expire_time, key_hash,
             ),
         )  # fmt: skip
         await execute(
@@ -85,6 +86,23 @@ class ApiKeyStore(Table):
             await self._q("UPDATE {ks}.api_keys SET revoke_time = ? WHERE user_id = ? AND key_id = ?"),
             (when, uuid.UUID(user_id), uuid.UUID(key_id)),
         )
+
+    async def erase_user(self, user_id: str) -> int:
+        """Delete every key of a user, its digest lookup and its request ids; returns how many keys."""
+        key = uuid.UUID(user_id)
+        rows = await execute(
+            self._cql, await self._q("SELECT key_id, key_hash FROM {ks}.api_keys WHERE user_id = ?"), (key,)
+        )
+        for row in rows:
+            if row.key_hash:
+                await execute(
+                    self._cql,
+                    await self._q("DELETE FROM {ks}.api_keys_by_hash WHERE key_hash = ?"),
+                    (row.key_hash,),
+                )
+        await execute(self._cql, await self._q("DELETE FROM {ks}.api_keys WHERE user_id = ?"), (key,))
+        await execute(self._cql, await self._q("DELETE FROM {ks}.api_key_requests WHERE user_id = ?"), (key,))
+        return len(rows)
 
 
 def _api_key(row: Any) -> ApiKey:

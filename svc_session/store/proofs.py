@@ -37,12 +37,22 @@ class ProofStore(Table):
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS email_proofs (
             token_hash text PRIMARY KEY, kind text, user_id uuid, email text, used boolean)""",
+        # Which proofs a user has, so erasure finds them without a scan.
+        """CREATE TABLE IF NOT EXISTS email_proofs_by_user (
+            user_id uuid, token_hash text, PRIMARY KEY ((user_id), token_hash))""",
         """CREATE TABLE IF NOT EXISTS mail_outbox (
             bucket int, message_id timeuuid, kind text, recipient text, user_id uuid,
             lease_until timestamp, PRIMARY KEY ((bucket), message_id))""",
     )
 
     async def insert_proof(self, token_hash: str, proof: Proof, ttl_s: int) -> None:
+        await execute(
+            self._cql,
+            await self._q(
+                "INSERT INTO {ks}.email_proofs_by_user (user_id, token_hash) VALUES (?, ?) USING TTL ?"
+            ),
+            (uuid.UUID(proof.user_id), token_hash, ttl_s),
+        )
         await execute(
             self._cql,
             await self._q(
@@ -128,3 +138,29 @@ class ProofStore(Table):
             await self._q("DELETE FROM {ks}.mail_outbox WHERE bucket = ? AND message_id = ?"),
             (BUCKET, message_id),
         )
+
+    async def erase_user(self, user_id: str, email: str) -> int:
+        """Delete a user's proofs and queued mail; returns how many rows went."""
+        key = uuid.UUID(user_id)
+        hashes = await execute(
+            self._cql,
+            await self._q("SELECT token_hash FROM {ks}.email_proofs_by_user WHERE user_id = ?"),
+            (key,),
+        )
+        for row in hashes:
+            await execute(
+                self._cql,
+                await self._q("DELETE FROM {ks}.email_proofs WHERE token_hash = ?"),
+                (row.token_hash,),
+            )
+        await execute(
+            self._cql, await self._q("DELETE FROM {ks}.email_proofs_by_user WHERE user_id = ?"), (key,)
+        )
+        queued = [
+            i
+            for i in await self.pending(limit=10_000)
+            if i.user_id == user_id or (email and i.recipient == email)
+        ]
+        for intent in queued:
+            await self.done(intent.message_id)
+        return len(hashes) + len(queued)

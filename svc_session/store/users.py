@@ -120,6 +120,24 @@ class UserStore(Table):
         )
         return [(row.email, str(row.user_id)) for row in rows]
 
+    async def erase(self, user_id: str, email: str) -> int:
+        """Delete the account row, its email claim (if still its own) and directory entry."""
+        await execute(
+            self._cql, await self._q("DELETE FROM {ks}.users WHERE user_id = ?"), (uuid.UUID(user_id),)
+        )
+        if email:
+            await execute_lwt(
+                self._cql,
+                await self._q("DELETE FROM {ks}.users_by_email WHERE email = ? IF user_id = ?"),
+                (email, uuid.UUID(user_id)),
+            )
+            await execute(
+                self._cql,
+                await self._q("DELETE FROM {ks}.user_directory WHERE bucket = ? AND email = ?"),
+                (BUCKET, email),
+            )
+        return 1
+
 
 def _values(user: User) -> tuple[Any, ...]:
     return (
