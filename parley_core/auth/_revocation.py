@@ -49,8 +49,9 @@ Freshness guarantee:
 
 Every Redis call runs under `asyncio.timeout` (`op_timeout_s`; a blocking read gets
 `block_s` on top). The Redis client must have a connection pool (the follower's blocking
-read holds one connection), which `redis.asyncio.Redis` has by default, and a
-`socket_timeout` (if any) longer than `block_s`.
+read holds one connection), which `redis.asyncio.Redis` has by default. A blocking read
+waits at most `block_s`, or half the client's `socket_timeout` when that is shorter, so
+the client's own read timeout never cuts it off.
 """
 
 from __future__ import annotations
@@ -128,6 +129,10 @@ class Revocations:
         cache_size: int = 100_000,
         log_maxlen: int = 10_000,
     ) -> None:
+        socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        if isinstance(socket_timeout, (int, float)) and 0 < socket_timeout <= block_s * 1.25:
+            # A blocking read must return before the client's own read timeout ends it.
+            block_s = socket_timeout / 2
         if not 0 < block_s < max_staleness_s:
             raise ValueError("block_s must be positive and shorter than max_staleness_s")
         self._redis = redis

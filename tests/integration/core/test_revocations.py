@@ -83,8 +83,12 @@ async def revocations(redis_address: tuple[str, int]) -> AsyncIterator[Factory]:
     """Makes started instances, each on a client of its own (as separate processes are)."""
     made: list[tuple[Revocations, redis.asyncio.Redis]] = []
 
-    async def make(*, port: int | None = None, start: bool = True, **options: Any) -> Revocations:
-        client = redis.asyncio.Redis(host=redis_address[0], port=port or redis_address[1])
+    async def make(
+        *, port: int | None = None, start: bool = True, socket_timeout: float = 5, **options: Any
+    ) -> Revocations:
+        client = redis.asyncio.Redis(
+            host=redis_address[0], port=port or redis_address[1], socket_timeout=socket_timeout
+        )
         instance = Revocations(client, prefix=PREFIX, **{**TIMING, **options})
         made.append((instance, client))
         if start:
@@ -266,6 +270,18 @@ async def test_every_write_is_stored_as_documented_and_logged_in_the_stream(
     }
     assert await client.ttl(f"{PREFIX}user:{user}") == -1
     assert await client.get(f"{PREFIX}apikey:{key}") == "1"
+
+
+async def test_the_follower_keeps_within_the_client_s_socket_timeout(revocations: Factory) -> None:
+    # A blocking read as long as the socket timeout would be cut off by it, every time.
+    instance = await revocations(socket_timeout=0.3, block_s=0.9, max_staleness_s=2.0)
+    lapses = 0
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        lapses += not instance.is_current
+        await asyncio.sleep(0.01)
+
+    assert lapses == 0
 
 
 async def test_without_a_follower_every_check_reads_redis(revocations: Factory) -> None:
