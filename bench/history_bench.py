@@ -29,6 +29,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,7 +76,8 @@ async def run(appends: int, concurrency: int, list_calls: int, text_chars: int) 
     stack.ensure("cassandra", "redis", "pulsar")
     cql_host, cql_port = stack.endpoint("cassandra-1", "cql")
     redis_host, redis_port = stack.endpoint("redis", "redis")
-    pulsar_host, pulsar_port = stack.endpoint("pulsar", "pulsar")
+    broker = stack.stack.table.running("pulsar")
+    assert broker is not None
     run_id = secrets.token_hex(4)
     session = await SessionApp.start(
         SessionSettings(
@@ -94,7 +96,7 @@ async def run(appends: int, concurrency: int, list_calls: int, text_chars: int) 
         cassandra_port=cql_port,
         keyspace=f"bench_history_{run_id}",
         redis_url=f"redis://{redis_host}:{redis_port}/1",
-        pulsar_url=f"pulsar://{pulsar_host}:{pulsar_port}",
+        pulsar_url=broker.endpoints["pulsar"],
         page_token_key=SecretStr(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()),
         metrics_port=-1,
         limits=Limits(messages_per_conversation=1_000_000),
@@ -107,29 +109,33 @@ async def run(appends: int, concurrency: int, list_calls: int, text_chars: int) 
             grpc.aio.insecure_channel(f"127.0.0.1:{session.port}") as session_channel,
             grpc.aio.insecure_channel(f"127.0.0.1:{history.port}") as channel,
         ):
-            registered = await session_stub(session_channel).Register(
-                session_pb2.RegisterRequest(
-                    email=f"bench-{run_id}@parley.test", password=PASSWORD, display_name="B"
-                )
-            )
-            user_id = registered.user.name.removeprefix("users/")
-            user_md = (("authorization", f"Bearer {registered.credentials.access_token}"),)
-            router_md = (
-                ("authorization", f"Bearer {await session.issue_service_token('svc_router')}"),
-                ("x-parley-user-token", registered.credentials.access_token),
-            )
+            router_token = await session.issue_service_token("svc_router")
             stub = history_stub(channel)
 
-            async def conversation() -> str:
+            async def writer(index: int) -> _Writer:
+                """A user of their own per concurrent writer, as real traffic spreads over users."""
+                registered = await session_stub(session_channel).Register(
+                    session_pb2.RegisterRequest(
+                        email=f"bench-{run_id}-{index}@parley.test", password=PASSWORD, display_name="B"
+                    )
+                )
+                token = registered.credentials.access_token
+                return _Writer(
+                    registered.user.name.removeprefix("users/"),
+                    (("authorization", f"Bearer {token}"),),
+                    (("authorization", f"Bearer {router_token}"), ("x-parley-user-token", token)),
+                )
+
+            async def conversation(who: _Writer) -> str:
                 reply = await stub.CreateConversation(
                     pb.CreateConversationRequest(
                         parent="users/me", conversation=pb.Conversation(title="bench")
                     ),
-                    metadata=user_md,
+                    metadata=who.user_md,
                 )
                 return reply.conversation.name
 
-            async def chain(name: str, count: int) -> None:
+            async def chain(who: _Writer, name: str, count: int) -> None:
                 parent = ""
                 for _ in range(count):
                     message = pb.Message(
@@ -140,26 +146,32 @@ async def run(appends: int, concurrency: int, list_calls: int, text_chars: int) 
                     )
                     await stub.AppendMessage(
                         pb.AppendMessageRequest(parent=name, message=message, request_id=str(uuid.uuid4())),
-                        metadata=router_md,
+                        metadata=who.router_md,
                     )
                     parent = message.name
 
+            writers = [await writer(i) for i in range(concurrency)]
             # Warm up: connections, prepared statements, the JWT cache.
-            await chain(await conversation(), 50)
+            warm = [await conversation(w) for w in writers]
+            await asyncio.gather(*(chain(w, name, 5) for w, name in zip(writers, warm, strict=True)))
+            await _drained(history)
 
             per_writer = appends // concurrency
-            names = [await conversation() for _ in range(concurrency)]
+            names = [await conversation(w) for w in writers]
             started = time.perf_counter()
-            await asyncio.gather(*(chain(name, per_writer) for name in names))
+            await asyncio.gather(
+                *(chain(w, name, per_writer) for w, name in zip(writers, names, strict=True))
+            )
             append_s = time.perf_counter() - started
             results["append_calls_per_s"] = per_writer * concurrency / append_s
+            await _drained(history)  # the raw inserts get a Cassandra as quiet as the appends had
 
             # The same rows, straight into the same table with the driver.
             insert = await asyncio.to_thread(
                 history.cql.prepare, _RAW_INSERT.replace("{ks}", settings.keyspace)
             )
 
-            async def raw_chain(count: int) -> None:
+            async def raw_chain(user_id: str, count: int) -> None:
                 conversation_id, parent = uuid.uuid4(), None
                 for _ in range(count):
                     message_id = uuid.uuid1()
@@ -171,21 +183,23 @@ async def run(appends: int, concurrency: int, list_calls: int, text_chars: int) 
                     )  # fmt: skip
                     parent = message_id
 
-            await raw_chain(50)
+            await asyncio.gather(*(raw_chain(w.user_id, 5) for w in writers))
             started = time.perf_counter()
-            await asyncio.gather(*(raw_chain(per_writer) for _ in range(concurrency)))
+            await asyncio.gather(*(raw_chain(w.user_id, per_writer) for w in writers))
             raw_s = time.perf_counter() - started
             results["raw_inserts_per_s"] = per_writer * concurrency / raw_s
             results["append_over_raw"] = results["append_calls_per_s"] / results["raw_inserts_per_s"]
 
             # ListMessages on a 1,000-message conversation.
-            thousand = await conversation()
-            await chain(thousand, 1000)
+            reader = writers[0]
+            thousand = await conversation(reader)
+            await chain(reader, thousand, 1000)
+            await _drained(history)  # measure reads on a quiet service
 
             async def list_page(view: pb.MessageView, size: int, token: str = "") -> pb.ListMessagesResponse:
                 return await stub.ListMessages(
                     pb.ListMessagesRequest(parent=thousand, view=view, page_size=size, page_token=token),
-                    metadata=user_md,
+                    metadata=reader.user_md,
                 )
 
             async def whole_path() -> None:
@@ -219,6 +233,19 @@ async def run(appends: int, concurrency: int, list_calls: int, text_chars: int) 
     results["concurrency"] = float(concurrency)
     results["text_chars"] = float(text_chars)
     return results
+
+
+@dataclass(frozen=True)
+class _Writer:
+    user_id: str
+    user_md: tuple[tuple[str, str], ...]
+    router_md: tuple[tuple[str, str], ...]
+
+
+async def _drained(history: HistoryApp) -> None:
+    """Wait until the outbox relay has published everything the run added."""
+    while await history.relay.publish_pending():
+        pass
 
 
 def _drop(stack: LocalStack, keyspace: str) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import json
 import uuid
 from bisect import bisect_right
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -123,18 +124,19 @@ class Messages:
         violations = self._violations(draft, request_id)
         if violations:
             raise errors.bad_request(*violations)
-        conversation = await self._conversations.load(target)
-        conversation_id = conversation.conversation_id
+        conversation_id = target.conversation_id
         key = request_id or f"message:{draft.message_id}"
         scope = append_scope(conversation_id, key)
-        earlier = await self._stores.requests.get(scope, key)
-        if earlier is not None:
-            return await self._finish(conversation, message_from(earlier.payload), count=False)
-        parent, itself, count = await asyncio.gather(
+        # Everything the decision needs, in one round trip.
+        conversation, earlier, parent, itself, count = await _together(
+            self._conversations.load(target),
+            self._stores.requests.get(scope, key),
             self._store.node(conversation_id, draft.parent_id) if draft.parent_id else _none(),
             self._store.node(conversation_id, draft.message_id),
             self._store.count(conversation_id),
         )
+        if earlier is not None:
+            return await self._finish(conversation, message_from(earlier.payload), first=False)
         if draft.parent_id and parent is None:
             raise errors.bad_request(
                 FieldViolation("message.parent_message", "must be a message of this conversation")
@@ -166,13 +168,18 @@ class Messages:
             self._settings.request_id_ttl_s,
         )
         if not claim.won:
-            message = message_from(claim.payload)
-        return await self._finish(conversation, message, count=claim.won)
+            return await self._finish(conversation, message_from(claim.payload), first=False)
+        return await self._finish(conversation, message, first=True)
 
-    async def _finish(self, conversation: Conversation, message: Message, *, count: bool) -> Placed:
-        """Do whatever of steps 2-6 has not happened yet; return the message in place."""
+    async def _finish(self, conversation: Conversation, message: Message, *, first: bool) -> Placed:
+        """Do whatever of steps 2-6 has not happened yet; return the message in place.
+
+        first: this call won the claim, so nothing of it can have happened yet (and it
+        counts the message); otherwise the skeleton says whether the writes are done.
+        """
         conversation_id = conversation.conversation_id
-        if await self._store.node(conversation_id, message.message_id) is None:
+        children = self._store.children(conversation_id, message.parent_id)
+        if first or await self._store.node(conversation_id, message.message_id) is None:
             await self._store.insert(message)
             await self._events.message_created(message)
             await self._store.add_node(message)
@@ -186,11 +193,14 @@ class Messages:
                 version=str(uuid.uuid4()),
                 title=title,
             )
-            await self._stores.conversations.touch(touched)
-            await self._conversations.moved(conversation, touched)
-            if count:
-                await self._store.counted(conversation_id)
-        siblings = await self._store.children(conversation_id, message.parent_id)
+            siblings, *_ = await _together(
+                children,
+                self._stores.conversations.touch(touched),
+                self._conversations.moved(conversation, touched),
+                self._store.counted(conversation_id) if first else _none(),
+            )
+        else:
+            siblings = await children
         siblings.sort(key=order_key)
         index = siblings.index(message.message_id) if message.message_id in siblings else 0
         return Placed(message, index, max(len(siblings), 1))
@@ -198,6 +208,16 @@ class Messages:
 
 async def _none() -> None:
     return None
+
+
+async def _together(*steps: Awaitable[Any]) -> list[Any]:
+    """Run steps at once; the first failure (in order) is raised once all have ended, so
+    none is left running unobserved."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 def _name(conversation: Conversation, message_id: str) -> str:
@@ -235,7 +255,7 @@ def _time_page(tree: Tree, position: dict[str, Any], size: int) -> tuple[list[st
     if after is not None:
         if not isinstance(after, str) or time_ordered_id(after) is None:
             raise bad_token()
-        start = bisect_right([order_key(m) for m in ordered], order_key(after))
+        start = bisect_right([tree.key(m) for m in ordered], order_key(after))
     ids = ordered[start : start + size]
     more = start + size < len(ordered)
     return ids, ({"k": ids[-1]} if more and ids else {})

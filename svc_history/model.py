@@ -43,7 +43,11 @@ def time_ordered_id(value: str) -> uuid.UUID | None:
 def order_key(message_id: str) -> tuple[int, bytes]:
     """The position of a message in time: nanoseconds since the epoch its id carries, then
     the id's bytes (which order version 7 ids written within one millisecond)."""
-    parsed = uuid.UUID(message_id)
+    return order_key_of(uuid.UUID(message_id))
+
+
+def order_key_of(parsed: uuid.UUID) -> tuple[int, bytes]:
+    """order_key of an id already parsed (a driver's UUID)."""
     if parsed.version == 1:
         return (parsed.time - _V1_EPOCH_TICKS) * 100, parsed.bytes
     if parsed.version == 7:

@@ -19,16 +19,22 @@ class Node:
     message_id: str
     parent_id: str
     bucket: int
+    #: The message's order_key, when the reader already has it (saves parsing the id).
+    key: tuple[int, bytes] | None = None
 
 
 class Tree:
     def __init__(self, nodes: Iterable[Node]) -> None:
         self._nodes: dict[str, Node] = {node.message_id: node for node in nodes}
+        self._keys = {
+            node.message_id: node.key if node.key is not None else order_key(node.message_id)
+            for node in self._nodes.values()
+        }
         children: dict[str, list[str]] = {}
         for node in self._nodes.values():
             children.setdefault(node.parent_id, []).append(node.message_id)
         for ids in children.values():
-            ids.sort(key=order_key)
+            ids.sort(key=self._keys.__getitem__)
         self._children = children
         self._position = {
             message_id: index for ids in children.values() for index, message_id in enumerate(ids)
@@ -39,6 +45,9 @@ class Tree:
 
     def __contains__(self, message_id: object) -> bool:
         return message_id in self._nodes
+
+    def key(self, message_id: str) -> tuple[int, bytes]:
+        return self._keys[message_id]
 
     def node(self, message_id: str) -> Node:
         return self._nodes[message_id]
@@ -70,4 +79,4 @@ class Tree:
 
     def in_time_order(self) -> list[str]:
         """Every message, oldest first (the order of their time-ordered ids)."""
-        return sorted(self._nodes, key=order_key)
+        return sorted(self._nodes, key=self._keys.__getitem__)

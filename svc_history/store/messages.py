@@ -11,7 +11,10 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from svc_history.model import Message, Usage
+from cassandra.query import BatchStatement, BatchType
+
+from parley_core.cassandra import execute
+from svc_history.model import Message, Usage, order_key_of
 from svc_history.store._table import Table, parent_key, parent_of, req, uid, unset_none
 from svc_history.tree import Node
 
@@ -39,23 +42,26 @@ class MessageStore(Table):
 
     async def add_node(self, message: Message) -> None:
         """Put a stored message into the tree (after its row exists, so the tree never
-        names a message that cannot be read)."""
-        await asyncio.gather(
-            self._run(
+        names a message that cannot be read). Both rows share the conversation's partition
+        key, so one unlogged batch applies them as one mutation on each replica."""
+        conversation_id, message_id = uid(message.conversation_id), uid(message.message_id)
+        parent = parent_key(message.parent_id)
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        batch.add(
+            await self._q(
                 "INSERT INTO {ks}.message_tree (conversation_id, message_id, parent_id, bucket, user_id) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    uid(message.conversation_id), uid(message.message_id), parent_key(message.parent_id),
-                    message.bucket, message.user_id,
-                ),
+                "VALUES (?, ?, ?, ?, ?)"
             ),
-            self._run(
+            (conversation_id, message_id, parent, message.bucket, message.user_id),
+        )
+        batch.add(
+            await self._q(
                 "INSERT INTO {ks}.message_children (conversation_id, parent_id, message_id, user_id) "
-                "VALUES (?, ?, ?, ?)",
-                (uid(message.conversation_id), parent_key(message.parent_id), uid(message.message_id),
-                 message.user_id),
+                "VALUES (?, ?, ?, ?)"
             ),
-        )  # fmt: skip
+            (conversation_id, parent, message_id, message.user_id),
+        )
+        await execute(self._cql, batch)
 
     async def node(self, conversation_id: str, message_id: str) -> Node | None:
         rows = await self._run(
@@ -133,7 +139,7 @@ class MessageStore(Table):
 
 
 def _node(row: Any) -> Node:
-    return Node(str(row.message_id), parent_of(row.parent_id), int(row.bucket))
+    return Node(str(row.message_id), parent_of(row.parent_id), int(row.bucket), order_key_of(row.message_id))
 
 
 def _message(row: Any) -> Message:

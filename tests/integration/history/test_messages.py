@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from parley.history.v1 import history_pb2 as pb
-from svc_history.app import HistoryApp
+from svc_session.app import SessionApp
 from tests.integration.history.conftest import BUCKET_SIZE, MESSAGE_LIMIT
 from tests.integration.history.helpers import Person, all_messages, append, message_id, new_conversation
 from tests.integration.session.helpers import failure, reason
@@ -177,7 +177,7 @@ async def test_active_path_paging_keeps_the_path_of_its_first_page(
 
 
 async def test_append_needs_the_router_s_service_identity(
-    history: HistoryServiceAsyncStub, history_app: HistoryApp, alice: Person
+    history: HistoryServiceAsyncStub, session_app: SessionApp, alice: Person
 ) -> None:
     conversation = await new_conversation(history, alice)
     request = pb.AppendMessageRequest(
@@ -186,10 +186,22 @@ async def test_append_needs_the_router_s_service_identity(
             name=f"{conversation.name}/messages/{message_id()}", author=pb.AUTHOR_USER, text="sneaky"
         ),
     )
+    ledger = await session_app.issue_service_token("svc_ledger")
 
     own_token = await failure(history.AppendMessage(request, metadata=alice.md))
+    as_service = (("authorization", f"Bearer {alice.token}"), ("x-parley-user-token", alice.token))
+    posing = await failure(history.AppendMessage(request, metadata=as_service))
+    other_service = await failure(
+        history.AppendMessage(
+            request, metadata=(("authorization", f"Bearer {ledger}"), ("x-parley-user-token", alice.token))
+        )
+    )
 
-    assert own_token.code() == grpc.StatusCode.PERMISSION_DENIED
+    for error in (own_token, other_service):
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert reason(error) == "SERVICE_ONLY"
+    # A user's token where the service token belongs does not verify as one.
+    assert posing.code() == grpc.StatusCode.UNAUTHENTICATED
     assert await all_messages(history, alice, conversation.name) == []
 
 
