@@ -195,8 +195,7 @@ class Messages:
             )
             siblings, *_ = await _together(
                 children,
-                self._stores.conversations.touch(touched),
-                self._conversations.moved(conversation, touched),
+                self._touch(conversation, touched),
                 self._store.counted(conversation_id) if first else _none(),
             )
         else:
@@ -204,6 +203,12 @@ class Messages:
         siblings.sort(key=order_key)
         index = siblings.index(message.message_id) if message.message_id in siblings else 0
         return Placed(message, index, max(len(siblings), 1))
+
+    async def _touch(self, before: Conversation, after: Conversation) -> None:
+        """The conversation's row, then its listing entry: an entry must never be newer than
+        the row, or a listing would take it for stale and remove it."""
+        await self._stores.conversations.touch(after)
+        await self._conversations.moved(before, after)
 
 
 async def _none() -> None:
