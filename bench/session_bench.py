@@ -22,7 +22,9 @@ and warm interleaved in rounds so that drift hits all three alike.
 
 svc_session (with `--logins N`, N > 0; needs Cassandra too): `logins_per_s` (concurrent
 password logins, Argon2id dominates) and `session_token_warm_us`, a token issued by the
-real svc_session through the same interceptor with svc_session's key ring as key source.
+real svc_session through the same interceptor with svc_session's key ring as key source,
+beside `session_bare_us`, the bare call measured in the same rounds (both while
+svc_session runs in the same process).
 
 Run: `.venv/bin/python -m bench.session_bench [--logins 0]` (starts what it needs at port
 offset 1000, or PARLEY_TEST_PORT_OFFSET, unless PARLEY_TEST_REUSE_STACK=1).
@@ -249,17 +251,35 @@ async def session_path(stack: LocalStack, redis_url: str, logins: int, concurren
         revocations = Revocations(app.redis)
         await revocations.start()
         verifier = JwtVerifier(keys, settings.issuer, settings.audience, revocations)
+        bare = await _serve_echo([])
         guarded = await _serve_echo([AuthInterceptor(verifier, public_methods=())])
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{guarded.port}") as guarded_channel:
-                guarded_stub = session_stub(guarded_channel)
+            async with (
+                grpc.aio.insecure_channel(f"127.0.0.1:{bare.port}") as bare_channel,
+                grpc.aio.insecure_channel(f"127.0.0.1:{guarded.port}") as guarded_channel,
+            ):
+                bare_stub, guarded_stub = session_stub(bare_channel), session_stub(guarded_channel)
                 metadata = (("authorization", f"Bearer {token}"),)
                 request = pb.GetCurrentUserRequest()
-                await _timed(lambda: guarded_stub.GetCurrentUser(request, metadata=metadata), 200)
-                times = await _timed(lambda: guarded_stub.GetCurrentUser(request, metadata=metadata), 1000)
+
+                async def plain() -> object:
+                    return await bare_stub.GetCurrentUser(request)
+
+                async def authorized() -> object:
+                    return await guarded_stub.GetCurrentUser(request, metadata=metadata)
+
+                await _timed(plain, 200)
+                await _timed(authorized, 200)
+                bare_times: list[float] = []
+                times: list[float] = []
+                for _ in range(5):  # interleaved, as in the auth path
+                    bare_times += await _timed(plain, 200)
+                    times += await _timed(authorized, 200)
         finally:
+            await bare.stop()
             await guarded.stop()
             await revocations.close()
+        results["session_bare_us"] = _us(bare_times)[0]
         results["session_token_warm_us"] = _us(times)[0]
     finally:
         await app.stop()
