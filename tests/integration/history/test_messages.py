@@ -52,6 +52,13 @@ async def test_a_hundred_concurrent_appends_are_all_listed_at_once(
     assert len(path) == 2
     assert path[0].name == question.name
     assert path[1].name in {a.name for a in answers}
+    # A hundred writers moved the listing entry at once; the listing still shows it once.
+    listed_conversations = await history.ListConversations(
+        pb.ListConversationsRequest(parent="users/me"), metadata=alice.md
+    )
+    assert [c.name for c in listed_conversations.conversations] == [conversation.name]
+    got = await history.GetConversation(pb.GetConversationRequest(name=conversation.name), metadata=alice.md)
+    assert listed_conversations.conversations[0] == got.conversation
 
 
 async def test_all_view_pages_oldest_first_across_buckets(
