@@ -235,14 +235,14 @@ class Revocations:
                     _log.info("revocation follower reconnected")
                 backoff, failing = _BACKOFF_S[0], False
             except Exception as error:
+                if run != self._run:  # closed meanwhile: the state is no longer this loop's
+                    return
                 self._current_at = -math.inf
                 self._last_id = None  # reconnect: drop the view, start from the end
                 if not failing:
                     _log.warning("revocation follower lost redis; checks read redis directly",
                                  error=type(error).__name__)  # fmt: skip
                 failing = True
-                if run != self._run:
-                    return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_S[1])
 
