@@ -21,7 +21,9 @@ Latencies are medians of sequential calls (means beside them as `*_mean_us`), ba
 and warm interleaved in rounds so that drift hits all three alike.
 
 svc_session (with `--logins N`, N > 0; needs Cassandra too): `logins_per_s` (concurrent
-password logins, Argon2id dominates) and `session_token_warm_us`, a token issued by the
+password logins, Argon2id dominates), `reset_known_over_unknown` (a password reset request
+for a known address over one for an unknown address: 1 when timing tells nothing) and
+`session_token_warm_us`, a token issued by the
 real svc_session through the same interceptor with svc_session's key ring as key source,
 beside `session_bare_us`, the bare call measured in the same rounds (both while
 svc_session runs in the same process).
@@ -246,6 +248,21 @@ async def session_path(stack: LocalStack, redis_url: str, logins: int, concurren
             started = time.perf_counter()
             await asyncio.gather(*(login_loop(e, logins // concurrency) for e in emails))
             results["logins_per_s"] = (logins // concurrency * concurrency) / (time.perf_counter() - started)
+
+            # Enumeration by timing: a reset request for a known address and for an unknown
+            # one, interleaved; the ratio should be 1 within the noise.
+            def reset(email: str) -> Callable[[], Awaitable[object]]:
+                request = pb.RequestPasswordResetRequest(email=email)
+                return lambda: stub.RequestPasswordReset(request)
+
+            known_times: list[float] = []
+            unknown_times: list[float] = []
+            for _ in range(5):
+                known_times += await _timed(reset(emails[1]), 20)
+                unknown_times += await _timed(reset(f"nobody-{secrets.token_hex(4)}@parley.test"), 20)
+            results["reset_known_us"] = _us(known_times)[0]
+            results["reset_unknown_us"] = _us(unknown_times)[0]
+            results["reset_known_over_unknown"] = _us(known_times)[0] / _us(unknown_times)[0]
 
         keys: KeySource = app.keys
         revocations = Revocations(app.redis)

@@ -15,8 +15,11 @@ SPECIFIED_METHODS = {
     "parley.session.v1.SessionService": {
         "Register", "Login", "RefreshToken", "Logout", "GetCurrentUser", "ListSessions",
         "RevokeSession", "RequestPasswordReset", "ResetPassword", "CreateApiKey", "ListApiKeys",
-        "RevokeApiKey", "ListUsers", "UpdateUser",
+        "RevokeApiKey", "ListUsers", "UpdateUser", "VerifyEmail", "ResendVerificationEmail",
+        "EndAllSessions",
     },
+    # Internal: svc_session's internal listener only (docs/adr/0009).
+    "parley.session.v1.ServiceIdentityService": {"IssueServiceToken"},
     "parley.history.v1.HistoryService": {
         "CreateConversation", "GetConversation", "ListConversations", "UpdateConversation",
         "DeleteConversation", "ListMessages", "AppendMessage", "SearchMessages", "CreateShareLink",

@@ -1,7 +1,7 @@
 """Each service boots on a free port and answers health, reflection and UNIMPLEMENTED.
 
-svc_session needs Cassandra and Redis to start; its boot is tested with the real servers in
-tests/integration/session/test_session_app.py.
+svc_session and svc_history need their servers to start; their boots are tested with the
+real servers in tests/integration/session/test_session_app.py and tests/integration/history/.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-import svc_history.servicer
 import svc_ledger.servicer
 import svc_router.servicer
 from parley.chat.v1 import chat_pb2
@@ -27,17 +26,12 @@ from parley_core.logging import configure_logging
 from parley_core.server import RunningServer, start_server
 from parley_core.settings import ServiceSettings
 from parley_core.stubs import chat_stub, health_stub, ledger_stub, reflection_stub
-from svc_history.settings import HistorySettings
 from svc_ledger.settings import LedgerSettings
 from svc_router.settings import RouterSettings
 
 Register = Callable[[grpc.aio.Server], Awaitable[Sequence[str]]]
 
 SERVICES: dict[str, tuple[Register, str]] = {
-    "svc_history": (
-        lambda s: svc_history.servicer.register(s, HistorySettings()),
-        "parley.history.v1.HistoryService",
-    ),
     "svc_router": (
         lambda s: svc_router.servicer.register(s, RouterSettings()),
         "parley.chat.v1.ChatService",
