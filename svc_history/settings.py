@@ -5,14 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from parley_core.ratelimit import BucketSize
 from parley_core.settings import ServiceSettings
-
-
-class BucketSize(BaseModel):
-    """A token bucket: `capacity` attempts at once, refilled at `refill_per_s`."""
-
-    capacity: int = Field(gt=0)
-    refill_per_s: float = Field(gt=0)
 
 
 class Limits(BaseModel):

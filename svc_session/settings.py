@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from parley_core.ratelimit import BucketSize
 from parley_core.settings import ServiceSettings
 
-
-class BucketSize(BaseModel):
-    """A token bucket: `capacity` requests at once, refilled at `refill_per_s`."""
-
-    capacity: int = Field(gt=0)
-    refill_per_s: float = Field(gt=0)
+__all__ = ["BucketSize", "SessionSettings"]
 
 
 def _default_tiers() -> dict[str, BucketSize]:
