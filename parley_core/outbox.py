@@ -319,7 +319,7 @@ class OutboxRelay:
         lease_s: int = 30,
         send_timeout_s: float = 10.0,
         max_backoff_s: float = 30.0,
-        reorder_window_s: float = 60.0,
+        reorder_window_s: float = 5.0,
         full_scan_s: float = 300.0,
         registry: CollectorRegistry | None = None,
         owner: str | None = None,
