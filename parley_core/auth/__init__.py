@@ -27,6 +27,7 @@ from parley_core.auth._principal import (
     resolve_user,
 )
 from parley_core.auth._revocation import Revocations, UserState
+from parley_core.auth._service_client import ServiceTokenSource
 from parley_core.auth._verifier import ALGORITHMS, JwtVerifier
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "KeySource",
     "Principal",
     "Revocations",
+    "ServiceTokenSource",
     "StaticKeySource",
     "UserState",
     "bearer_token",
