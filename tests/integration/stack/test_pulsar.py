@@ -252,5 +252,8 @@ def test_key_shared_keeps_each_key_on_one_consumer_in_order(client: pulsar.Clien
     assert sorted(seen) == sorted(keys)
     for key, deliveries in seen.items():
         assert len({name for name, _ in deliveries}) == 1, f"{key} went to both consumers"
-        assert [payload for _, payload in deliveries] == [f"{key}/{turn}" for turn in range(3)]
+        # Pulsar delivers at least once: a redelivery may repeat a message (pulsar-lite did,
+        # once, under heavy load), but never reorders a key.
+        payloads = [payload for _, payload in deliveries]
+        assert list(dict.fromkeys(payloads)) == [f"{key}/{turn}" for turn in range(3)]
     assert {deliveries[0][0] for deliveries in seen.values()} == {"a", "b"}
