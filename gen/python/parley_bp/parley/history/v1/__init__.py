@@ -245,8 +245,9 @@ class AppendMessageRequest(betterproto2.Message):
 
     message: "Message | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
-    The message; its name's last segment is the writer's time-ordered UUID. The
-    conversation's active message becomes this message.
+    The message; its name's last segment is the writer's time-ordered UUID. Its
+    parent_message, when set, must already be a message of this conversation
+    (INVALID_ARGUMENT otherwise). The conversation's active message becomes this message.
     """
 
     request_id: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
@@ -515,7 +516,8 @@ class DeleteUserDataRequest(betterproto2.Message):
 
     confirm: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
-    Must be the user's name again, as a guard against accidents.
+    Must be the user's name again (`users/me` when name is `users/me`), as a guard
+    against accidents.
     """
 
 
@@ -1090,7 +1092,9 @@ class ShareLink(betterproto2.Message):
 
     token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
-    The public token that GetSharedConversation takes. Output only.
+    The public token that GetSharedConversation takes. Output only, and only in
+    CreateShareLink's response: the server keeps just its digest, so ListShareLinks
+    leaves it empty.
     """
 
     last_message: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
