@@ -49,6 +49,7 @@ DEFAULT_PORTS: dict[str, int] = {
         "triton_http": 70,
         "triton_grpc": 71,
         "triton_metrics": 72,
+        "llama_http": 73,  # llama-cpp-python's OpenAI-compatible server
     }.items()
 }
 

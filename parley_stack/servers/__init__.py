@@ -17,6 +17,7 @@ CATALOG: dict[str, str] = {
     "pulsar": "parley_stack.servers.pulsar:PulsarServer",
     "weaviate": "parley_stack.servers.weaviate:WeaviateServer",
     "triton": "parley_stack.servers.triton:TritonServer",
+    "llama": "parley_stack.servers.llama:LlamaServer",
     "svc_session": "parley_stack.servers.services:SessionService",
     "svc_history": "parley_stack.servers.services:HistoryService",
     "svc_router": "parley_stack.servers.services:RouterService",

