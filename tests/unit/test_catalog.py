@@ -1,0 +1,353 @@
+"""parley_core.catalog: the real catalog loads, and every kind of mistake is named precisely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from parley_core.catalog import (
+    Catalog,
+    CatalogError,
+    OpenAIBackend,
+    Price,
+    TritonBackend,
+    UnknownModelError,
+    load_catalog,
+)
+
+REAL_CATALOG = Path(__file__).resolve().parents[2] / "model_repo" / "catalog.toml"
+
+# Two models that pass every check; each test below changes one thing.
+VALID = """\
+schema_version = 2
+default_model = "alpha"
+
+[[models]]
+name = "alpha"
+display_name = "Alpha"
+context_window = 100
+max_output_tokens = 50
+capabilities = ["chat", "streaming"]
+fallbacks = ["beta"]
+
+[[models.backends]]
+kind = "triton"
+model = "alpha"
+
+[[models.backends]]
+kind = "openai"
+endpoint = "llama"
+model = "alpha-served"
+parameters = { temperature = 0.5 }
+
+[models.price]
+currency = "USD"
+input_per_million_tokens = 1
+output_per_million_tokens = 2
+
+[[models]]
+name = "beta"
+display_name = "Beta"
+context_window = 200
+max_output_tokens = 200
+
+[[models.backends]]
+kind = "triton"
+model = "beta"
+
+[models.price]
+currency = "EUR"
+input_per_million_tokens = 0
+output_per_million_tokens = 0
+"""
+
+PRO_ONLY_MODEL = """
+[[models]]
+name = "gamma"
+display_name = "Gamma"
+tiers = ["pro", "enterprise"]
+context_window = 100
+max_output_tokens = 10
+
+[[models.backends]]
+kind = "triton"
+model = "gamma"
+
+[models.price]
+currency = "USD"
+input_per_million_tokens = 5
+output_per_million_tokens = 5
+"""
+
+
+def _load(tmp_path: Path, text: str) -> Catalog:
+    path = tmp_path / "catalog.toml"
+    path.write_text(text)
+    return load_catalog(path)
+
+
+def _edited(old: str, new: str, text: str = VALID) -> str:
+    assert text.count(old) >= 1, f"{old!r} is not in the catalog text"
+    return text.replace(old, new, 1)
+
+
+def _problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(CatalogError) as raised:
+        _load(tmp_path, text)
+    assert raised.value.path == tmp_path / "catalog.toml"
+    return raised.value.problems
+
+
+def test_the_real_catalog_loads_with_smollm2_as_the_default() -> None:
+    catalog = load_catalog(REAL_CATALOG)
+
+    assert catalog.default_model == "smollm2"
+    assert [model.name for model in catalog.models] == ["smollm2", "parley-tiny", "parley-scripted"]
+    assert catalog.model("smollm2").backends == (
+        TritonBackend(kind="triton", model="smollm2"),
+        OpenAIBackend(kind="openai", endpoint="llama", model="smollm2"),
+    )
+    assert catalog.model("parley-scripted").backends == (
+        TritonBackend(kind="triton", model="parley-scripted"),
+    )
+    assert catalog.model("parley-tiny").backends == (TritonBackend(kind="triton", model="parley-tiny"),)
+
+
+def test_a_valid_catalog_reads_as_written(tmp_path: Path) -> None:
+    catalog = _load(tmp_path, VALID)
+
+    alpha = catalog.model("alpha")
+    assert alpha.display_name == "Alpha"
+    assert (alpha.context_window, alpha.max_output_tokens) == (100, 50)
+    assert alpha.capabilities == ("chat", "streaming")
+    assert alpha.fallbacks == ("beta",)
+    assert [backend.key for backend in alpha.backends] == ["triton/alpha", "openai/llama/alpha-served"]
+    assert alpha.backends[1].parameters == {"temperature": 0.5}
+    assert alpha.price == Price(currency="USD", input_per_million_tokens=1, output_per_million_tokens=2)
+    assert catalog.model("beta").tiers == ()
+
+
+def test_tiers_limit_who_sees_a_model(tmp_path: Path) -> None:
+    catalog = _load(tmp_path, VALID + PRO_ONLY_MODEL)
+
+    assert [model.name for model in catalog.available_to("free")] == ["alpha", "beta"]
+    assert [model.name for model in catalog.available_to("pro")] == ["alpha", "beta", "gamma"]
+    assert catalog.model("gamma").available_to("enterprise")
+    assert not catalog.model("gamma").available_to("free")
+
+
+def test_an_unknown_model_is_a_lookup_error(tmp_path: Path) -> None:
+    catalog = _load(tmp_path, VALID)
+
+    with pytest.raises(UnknownModelError) as raised:
+        catalog.model("omega")
+    assert raised.value.name == "omega"
+    assert isinstance(raised.value, LookupError)
+
+
+def test_the_error_message_lists_the_file_and_every_problem(tmp_path: Path) -> None:
+    text = _edited(
+        "context_window = 200", "context_window = 0", _edited('currency = "EUR"', 'currency = "eu"')
+    )
+    with pytest.raises(CatalogError) as raised:
+        _load(tmp_path, text)
+
+    assert str(raised.value) == (
+        f"{tmp_path / 'catalog.toml'} is not a valid model catalog:\n"
+        "  - model 'beta': context_window: Input should be greater than 0 (got 0)\n"
+        "  - model 'beta': price.currency: String should match pattern '^[A-Z]{3}$' (got 'eu')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        pytest.param(
+            'kind = "openai"',
+            'kind = "grpc"',
+            "model 'alpha': backends[1]: Input tag 'grpc' found using 'kind' does not match any of "
+            "the expected tags: 'triton', 'openai'",
+            id="unknown-backend-kind",
+        ),
+        pytest.param(
+            'endpoint = "llama"\n',
+            "",
+            "model 'alpha': backends[1].endpoint: Field required",
+            id="openai-backend-without-endpoint",
+        ),
+        pytest.param(
+            '[[models.backends]]\nkind = "triton"\nmodel = "beta"\n',
+            "backends = []\n",
+            "model 'beta': backends: a model needs at least one",
+            id="no-backend",
+        ),
+        pytest.param(
+            'kind = "triton"\nmodel = "alpha"\n',
+            'kind = "triton"\nmodel = "alpha"\n\n[[models.backends]]\nkind = "triton"\nmodel = "alpha"\n',
+            "model 'alpha': backends: 'triton/alpha' is listed twice",
+            id="duplicate-backend",
+        ),
+        pytest.param(
+            'fallbacks = ["beta"]',
+            'fallbacks = ["omega"]',
+            "model 'alpha': fallbacks: no model named 'omega'",
+            id="unknown-fallback",
+        ),
+        pytest.param(
+            'fallbacks = ["beta"]',
+            'fallbacks = ["alpha"]',
+            "model 'alpha': fallbacks: lead back to 'alpha' (alpha -> alpha)",
+            id="fallback-to-itself",
+        ),
+        pytest.param(
+            'fallbacks = ["beta"]',
+            'fallbacks = ["beta", "beta"]',
+            "model 'alpha': fallbacks: 'beta' is listed twice",
+            id="duplicate-fallback",
+        ),
+        pytest.param(
+            "context_window = 100",
+            "context_window = 0",
+            "model 'alpha': context_window: Input should be greater than 0 (got 0)",
+            id="zero-context-window",
+        ),
+        pytest.param(
+            "context_window = 100",
+            "context_window = -5",
+            "model 'alpha': context_window: Input should be greater than 0 (got -5)",
+            id="negative-context-window",
+        ),
+        pytest.param(
+            "max_output_tokens = 50",
+            "max_output_tokens = 500",
+            "model 'alpha': max_output_tokens: 500 is more than the context_window of 100",
+            id="output-over-window",
+        ),
+        pytest.param(
+            "input_per_million_tokens = 1",
+            "input_per_million_tokens = -1",
+            "model 'alpha': price.input_per_million_tokens: "
+            "Input should be greater than or equal to 0 (got -1)",
+            id="negative-price",
+        ),
+        pytest.param(
+            "output_per_million_tokens = 2",
+            "output_per_million_tokens = 2.5",
+            "model 'alpha': price.output_per_million_tokens: Input should be a valid integer (got 2.5)",
+            id="fractional-price",
+        ),
+        pytest.param(
+            "output_per_million_tokens = 2",
+            'output_per_million_tokens = "2"',
+            "model 'alpha': price.output_per_million_tokens: Input should be a valid integer (got '2')",
+            id="price-as-text",
+        ),
+        pytest.param(
+            'currency = "USD"',
+            'currency = "usd"',
+            "model 'alpha': price.currency: String should match pattern '^[A-Z]{3}$' (got 'usd')",
+            id="currency-not-iso",
+        ),
+        pytest.param(
+            'capabilities = ["chat", "streaming"]',
+            'capabilities = ["chat", "telepathy"]',
+            "model 'alpha': capabilities[1]: Input should be 'chat', 'streaming', 'cancel', 'vision' or "
+            "'tools' (got 'telepathy')",
+            id="unknown-capability",
+        ),
+        pytest.param(
+            'capabilities = ["chat", "streaming"]',
+            'capabilites = ["chat", "streaming"]',
+            "model 'alpha': capabilites: Extra inputs are not permitted",
+            id="misspelt-field",
+        ),
+        pytest.param(
+            'name = "beta"',
+            'name = "Beta Model"',
+            "model 'Beta Model': name: String should match pattern "
+            "'^[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?$' (got 'Beta Model')",
+            id="name-not-a-resource-id",
+        ),
+        pytest.param(
+            "parameters = { temperature = 0.5 }",
+            "parameters = { stop = [1] }",
+            "model 'alpha': backends[1].parameters.stop: "
+            "a parameter is a string, a number or a boolean, not [1]",
+            id="parameter-not-a-scalar",
+        ),
+        pytest.param(
+            'default_model = "alpha"',
+            'default_model = "omega"',
+            "default_model: no model named 'omega'",
+            id="unknown-default-model",
+        ),
+        pytest.param(
+            "schema_version = 2",
+            "schema_version = 1",
+            "schema_version: this reader knows 2, the file says 1",
+            id="old-schema-version",
+        ),
+        pytest.param(
+            "schema_version = 2\n",
+            "",
+            "schema_version: this reader knows 2, the file says None",
+            id="no-schema-version",
+        ),
+        pytest.param(
+            "schema_version = 2",
+            "schema_version = ",
+            "not TOML: Invalid value (at line 1, column 18)",
+            id="not-toml",
+        ),
+    ],
+)
+def test_each_mistake_is_named_by_model_and_field(tmp_path: Path, old: str, new: str, problem: str) -> None:
+    assert _problems(tmp_path, _edited(old, new)) == [problem]
+
+
+def test_two_models_of_one_name_are_refused(tmp_path: Path) -> None:
+    text = _edited('fallbacks = ["beta"]', "fallbacks = []", _edited('name = "beta"', 'name = "alpha"'))
+
+    assert _problems(tmp_path, text) == ["model 'alpha': name: used by more than one model"]
+
+
+def test_a_fallback_cycle_is_named_from_each_model_on_it(tmp_path: Path) -> None:
+    text = _edited("max_output_tokens = 200\n", 'max_output_tokens = 200\nfallbacks = ["alpha"]\n')
+
+    assert _problems(tmp_path, text) == [
+        "model 'alpha': fallbacks: lead back to 'alpha' (alpha -> beta -> alpha)",
+        "model 'beta': fallbacks: lead back to 'beta' (beta -> alpha -> beta)",
+    ]
+
+
+def test_a_restricted_default_model_is_refused(tmp_path: Path) -> None:
+    text = _edited('default_model = "alpha"', 'default_model = "gamma"', VALID + PRO_ONLY_MODEL)
+
+    assert _problems(tmp_path, text) == [
+        "default_model: 'gamma' must be open to every tier, but its tiers are ['pro', 'enterprise']"
+    ]
+
+
+def test_a_fallback_must_be_open_to_every_tier_of_its_model(tmp_path: Path) -> None:
+    text = _edited('fallbacks = ["beta"]', 'fallbacks = ["gamma"]', VALID + PRO_ONLY_MODEL)
+    restricted = _edited(
+        'name = "beta"\ndisplay_name = "Beta"\n',
+        'name = "beta"\ndisplay_name = "Beta"\ntiers = ["free", "pro"]\nfallbacks = ["gamma"]\n',
+        VALID + PRO_ONLY_MODEL,
+    )
+
+    assert _problems(tmp_path, text) == [
+        "model 'alpha': fallbacks: 'gamma' is not open to every tier, as 'alpha' is"
+    ]
+    assert _problems(tmp_path, restricted) == [
+        "model 'alpha': fallbacks: 'beta' is not open to every tier, as 'alpha' is",
+        "model 'beta': fallbacks: 'gamma' is not open to tier 'free', as 'beta' is",
+    ]
+
+
+def test_an_empty_catalog_is_refused(tmp_path: Path) -> None:
+    assert _problems(tmp_path, 'schema_version = 2\ndefault_model = "alpha"\nmodels = []\n') == [
+        "models: the catalog needs at least one",
+        "default_model: no model named 'alpha'",
+    ]
