@@ -17,7 +17,6 @@ public modules, each with an `__all__`:
 - `observability`: one log line, metrics and a span per RPC.
 - `migrations`, `outbox`, `events`: versioned CQL migrations, the events outbox and its
   relay to Pulsar, and the topics events go to.
-
-`revocation` (the old per-call revocation list) is kept only until svc_session moves to
-`auth.Revocations`.
+- `ratelimit`: token buckets in Redis, taken all or nothing by one Lua script.
+- `catalog`: the model catalog (model_repo/catalog.toml), typed and validated.
 """
