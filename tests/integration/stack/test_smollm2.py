@@ -198,6 +198,17 @@ async def test_triton_stops_at_max_tokens(triton: InferenceServerClient) -> None
     assert stream.usage["completion_tokens"] == 5
 
 
+async def test_triton_streams_take_turns_instead_of_queueing(triton: InferenceServerClient) -> None:
+    long_answer = asyncio.create_task(_generate(triton, _request(messages=STORY, max_tokens=200)))
+    await asyncio.sleep(0.5)  # the story is being written
+    short_answer = await _generate(triton, _request(messages=QUESTION))
+
+    assert "Paris" in short_answer.text
+    assert not long_answer.done(), "the question waited until the story was finished"
+    story = await long_answer
+    assert story.usage["completion_tokens"] == 200
+
+
 async def test_triton_model_sees_a_cancel_and_the_stream_ends(
     triton: InferenceServerClient, local_stack: LocalStack
 ) -> None:
