@@ -15,11 +15,22 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_MAX_TOKENS: _ClassVar[FinishReason]
     FINISH_REASON_CANCELLED: _ClassVar[FinishReason]
     FINISH_REASON_ERROR: _ClassVar[FinishReason]
+
+class ModelHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_HEALTH_UNSPECIFIED: _ClassVar[ModelHealth]
+    MODEL_HEALTH_READY: _ClassVar[ModelHealth]
+    MODEL_HEALTH_DEGRADED: _ClassVar[ModelHealth]
+    MODEL_HEALTH_UNAVAILABLE: _ClassVar[ModelHealth]
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_MAX_TOKENS: FinishReason
 FINISH_REASON_CANCELLED: FinishReason
 FINISH_REASON_ERROR: FinishReason
+MODEL_HEALTH_UNSPECIFIED: ModelHealth
+MODEL_HEALTH_READY: ModelHealth
+MODEL_HEALTH_DEGRADED: ModelHealth
+MODEL_HEALTH_UNAVAILABLE: ModelHealth
 
 class TurnInput(_message.Message):
     __slots__ = ("conversation", "text", "parent_message", "model", "idempotency_key", "regenerate")
@@ -56,16 +67,18 @@ class TextDelta(_message.Message):
     def __init__(self, text: _Optional[str] = ...) -> None: ...
 
 class TurnCompleted(_message.Message):
-    __slots__ = ("finish_reason", "usage", "cost_estimate", "error_message")
+    __slots__ = ("finish_reason", "usage", "cost_estimate", "error_message", "error_reason")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     COST_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
     finish_reason: FinishReason
     usage: _common_pb2.TokenUsage
     cost_estimate: _common_pb2.Money
     error_message: str
-    def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., cost_estimate: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., error_message: _Optional[str] = ...) -> None: ...
+    error_reason: str
+    def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., cost_estimate: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., error_message: _Optional[str] = ..., error_reason: _Optional[str] = ...) -> None: ...
 
 class TurnEvent(_message.Message):
     __slots__ = ("turn", "sequence", "event_time", "started", "delta", "completed")
@@ -138,7 +151,7 @@ class ResumeTurnResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[TurnEvent, _Mapping]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "display_name", "context_window", "max_output_tokens", "input_price_per_million", "output_price_per_million", "capabilities", "tiers")
+    __slots__ = ("name", "display_name", "context_window", "max_output_tokens", "input_price_per_million", "output_price_per_million", "capabilities", "tiers", "health")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +160,7 @@ class Model(_message.Message):
     OUTPUT_PRICE_PER_MILLION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     TIERS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     context_window: int
@@ -155,7 +169,8 @@ class Model(_message.Message):
     output_price_per_million: _common_pb2.Money
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     tiers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., context_window: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., input_price_per_million: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., output_price_per_million: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ...) -> None: ...
+    health: ModelHealth
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., context_window: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., input_price_per_million: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., output_price_per_million: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., health: _Optional[_Union[ModelHealth, str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

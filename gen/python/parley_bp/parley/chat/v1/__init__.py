@@ -13,6 +13,7 @@ __all__ = (
     "ListModelsRequest",
     "ListModelsResponse",
     "Model",
+    "ModelHealth",
     "ResumeTurnRequest",
     "ResumeTurnResponse",
     "StreamTurnRequest",
@@ -90,6 +91,51 @@ class FinishReason(betterproto2.Enum):
             "FINISH_REASON_MAX_TOKENS": 2,
             "FINISH_REASON_CANCELLED": 3,
             "FINISH_REASON_ERROR": 4,
+        }
+
+
+class ModelHealth(betterproto2.Enum):
+    """
+    Whether a model's backends can serve it.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not known yet (the router has not probed its backends).
+    """
+
+    READY = 1
+    """
+    Its first backend is ready.
+    """
+
+    DEGRADED = 2
+    """
+    Its first backend is not, but a later one (or a fallback model) is: turns are slower
+    to start or answered by the fallback.
+    """
+
+    UNAVAILABLE = 3
+    """
+    No backend is ready; a turn with this model fails.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "MODEL_HEALTH_UNSPECIFIED",
+            1: "MODEL_HEALTH_READY",
+            2: "MODEL_HEALTH_DEGRADED",
+            3: "MODEL_HEALTH_UNAVAILABLE",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "MODEL_HEALTH_UNSPECIFIED": 0,
+            "MODEL_HEALTH_READY": 1,
+            "MODEL_HEALTH_DEGRADED": 2,
+            "MODEL_HEALTH_UNAVAILABLE": 3,
         }
 
 
@@ -261,6 +307,13 @@ class Model(betterproto2.Message):
     The tiers that may use the model; empty for all.
     """
 
+    health: "ModelHealth" = betterproto2.field(
+        9, betterproto2.TYPE_ENUM, default_factory=lambda: ModelHealth(0)
+    )
+    """
+    Whether the model can answer now, as the router last saw its backends.
+    """
+
 
 default_message_pool.register_message("parley.chat.v1", "Model", Model)
 
@@ -374,7 +427,16 @@ class TurnCompleted(betterproto2.Message):
 
     error_message: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
-    The status message when finish_reason is FINISH_REASON_ERROR.
+    The status message when finish_reason is FINISH_REASON_ERROR; empty otherwise. The
+    answer generated until then is kept in the turn's assistant message.
+    """
+
+    error_reason: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    Why the turn failed, in UPPER_SNAKE_CASE, when finish_reason is FINISH_REASON_ERROR:
+    BACKEND_FAILED (the model broke off after its first token), NO_BACKEND_AVAILABLE (every
+    backend failed before a first token), ROUTER_LOST (the router running the turn stopped;
+    the answer ends at the last event that was logged) or TURN_TIMED_OUT. Empty otherwise.
     """
 
 
