@@ -29,18 +29,23 @@ from pydantic import (
 __all__ = [
     "SCHEMA_VERSION",
     "Backend",
+    "BytesTokenizer",
     "Capability",
     "Catalog",
     "CatalogError",
     "CatalogModel",
     "OpenAIBackend",
     "Price",
+    "TextTokenizer",
+    "Tokenizer",
     "TritonBackend",
+    "TritonTokenizer",
     "UnknownModelError",
     "load_catalog",
 ]
 
-#: The format version this module reads (the file's `schema_version`).
+#: The format version this module reads (the file's `schema_version`). Version 2 gained the
+#: optional `tokenizer` of a model without a version change: every version-2 file still reads.
 SCHEMA_VERSION = 2
 
 #: What a request may rely on a model for.
@@ -73,7 +78,7 @@ class TritonBackend(_Entry):
 
     kind: Literal["triton"]
     #: The Triton model's name (its folder in model_repo/).
-    model: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    model: _TritonModelName
     #: Request parameters sent with every request to this backend.
     parameters: Mapping[str, _ParameterValue] = Field(default_factory=dict)
 
@@ -101,6 +106,64 @@ class OpenAIBackend(_Entry):
 
 
 Backend = Annotated[TritonBackend | OpenAIBackend, Field(discriminator="kind")]
+
+
+_TritonModelName = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+_Overhead = Annotated[StrictInt, Field(ge=0)]
+
+
+class TextTokenizer(_Entry):
+    """A model whose tokens the router can count from the text itself.
+
+    `words` are whitespace-separated words (`str.split`, parley-scripted's tokens);
+    `words-and-punctuation` are words and single punctuation marks (parley-tiny's tokens).
+    With `template = "chatml"` each message is counted as the ChatML turn it is sent as,
+    `<|im_start|>{role}\n{content}<|im_end|>\n`, and the generation prompt
+    `<|im_start|>assistant\n` once per conversation: exact for a model that reads ChatML and
+    counts its prompt with the same tokenizer. With `template = "none"` only the content is
+    counted.
+    """
+
+    kind: Literal["words", "words-and-punctuation"]
+    template: Literal["chatml", "none"] = "chatml"
+    #: Tokens added to every message's count (what a template adds that the router does not render).
+    message_overhead: _Overhead = 0
+    #: Tokens added once per conversation (a generation prompt, a default system message).
+    prompt_overhead: _Overhead = 0
+
+
+class BytesTokenizer(_Entry):
+    """An upper bound for a model whose tokenizer the router does not have: UTF-8 bytes.
+
+    Each message counts the bytes of its ChatML turn (as TextTokenizer renders it), the
+    conversation the bytes of the generation prompt. A tokenizer whose every token covers at
+    least one byte (byte-level BPE, SentencePiece with byte fallback) never needs more tokens
+    than that, as long as its chat template adds no more bytes than ChatML does; the overheads
+    cover a template that adds more. Safe, but it keeps about a quarter of what the window
+    could hold. The default for a model that names no tokenizer.
+    """
+
+    kind: Literal["bytes"]
+    message_overhead: _Overhead = 0
+    prompt_overhead: _Overhead = 0
+
+
+class TritonTokenizer(_Entry):
+    """A Triton model that counts the model's own tokens (smollm2-tokens' interface).
+
+    In: `messages`, BYTES [1], JSON `[{"role", "content"}]`. Out: `message_tokens`, INT32 [n],
+    each message's own tokens wherever it stands in a conversation, and `overhead_tokens`,
+    INT32 [1], what the chat template adds to the conversation as a whole, which may depend
+    only on whether the first message is a system message. Their sum is the model's
+    `prompt_tokens` for the same messages.
+    """
+
+    kind: Literal["triton"]
+    #: The counting Triton model's name (its folder in model_repo/).
+    model: _TritonModelName
+
+
+Tokenizer = Annotated[TextTokenizer | BytesTokenizer | TritonTokenizer, Field(discriminator="kind")]
 
 
 class Price(_Entry):
@@ -136,6 +199,8 @@ class CatalogModel(_Entry):
     fallbacks: tuple[_ModelName, ...] = ()
     backends: tuple[Backend, ...]
     price: Price
+    #: How the router counts a context in the model's tokens, to trim it to the window.
+    tokenizer: Tokenizer = BytesTokenizer(kind="bytes")
 
     @model_validator(mode="after")
     def _consistent(self) -> CatalogModel:
@@ -295,6 +360,10 @@ def _problems(error: ValidationError, raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+# The discriminators' tags, which pydantic puts into an error's location.
+_TAGS = frozenset({"triton", "openai", "words", "words-and-punctuation", "bytes"})
+
+
 def _where(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> str:
     """A pydantic location as the file's reader says it: "model 'x': price.currency"."""
     model = ""
@@ -311,7 +380,7 @@ def _where(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> str:
     for part in parts:
         if isinstance(part, int):
             field += f"[{part}]"
-        elif isinstance(previous, int) and part in ("triton", "openai"):
+        elif part in _TAGS and (isinstance(previous, int) or previous == "tokenizer"):
             pass  # the discriminator's tag, which the file already says as `kind`
         else:
             field += f".{part}" if field else part

