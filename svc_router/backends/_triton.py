@@ -2,7 +2,9 @@
 
 The models of model_repo/ take the conversation as `messages` (JSON) and `max_tokens`, and
 answer one response per token (`text`), then one last response with `prompt_tokens`,
-`completion_tokens` and `finish_reason` (model_repo/README.md).
+`completion_tokens` and `finish_reason` (model_repo/README.md). A model without a
+`messages` input (parley-tiny) gets the conversation as a ChatML `prompt` instead; the
+backend reads which from the model's metadata once.
 
 Every stream sends the `triton_grpc_error: true` header: without it Triton reports a
 model's error as a message inside the stream, without its status code, and INVALID_ARG (a
@@ -56,6 +58,8 @@ class TritonBackend:
         self.parameters = dict(parameters or {})
         self._key = key or f"triton/{model}"
         self._probe_timeout_s = probe_timeout_s
+        #: Whether the model reads `messages` (else a ChatML `prompt`); None until known.
+        self._takes_messages: bool | None = None
 
     @property
     def key(self) -> str:
@@ -65,7 +69,7 @@ class TritonBackend:
         """Pieces, then one Finish; closing the generator early cancels the request at Triton."""
         request = {
             "model_name": self.model,
-            "inputs": _inputs(generation),
+            "inputs": await self._inputs(generation),
             "request_id": generation.request_id,
             "parameters": dict(self.parameters) or None,
         }
@@ -111,6 +115,28 @@ class TritonBackend:
     async def close(self) -> None:
         """Nothing to release: the shared client is closed by its owner."""
 
+    async def _inputs(self, generation: Generation) -> list[InferInput]:
+        if self._takes_messages is None:
+            try:
+                metadata = await self._client.get_model_metadata(
+                    self.model, as_json=True, client_timeout=self._probe_timeout_s
+                )
+            except InferenceServerException as error:
+                raise self._error(str(error)) from None
+            inputs = metadata.get("inputs", [])
+            self._takes_messages = any(tensor.get("name") == "messages" for tensor in inputs)
+        if self._takes_messages:
+            name = "messages"
+            text = json.dumps([{"role": m.role, "content": m.content} for m in generation.messages])
+        else:
+            name = "prompt"
+            text = _chatml(generation)
+        conversation = InferInput(name, [1], "BYTES")
+        conversation.set_data_from_numpy(np.array([text.encode()], dtype=np.object_))
+        max_tokens = InferInput("max_tokens", [1], "INT32")
+        max_tokens.set_data_from_numpy(np.array([generation.max_tokens], dtype=np.int32))
+        return [conversation, max_tokens]
+
     def _finish(self, result: InferResult) -> Finish | None:
         completion_tokens = result.as_numpy("completion_tokens")
         if completion_tokens is None:
@@ -133,13 +159,10 @@ class TritonBackend:
         return BackendError("the model is unavailable", detail=f"{self._key}: {detail}")
 
 
-def _inputs(generation: Generation) -> list[InferInput]:
-    messages = json.dumps([{"role": m.role, "content": m.content} for m in generation.messages])
-    messages_input = InferInput("messages", [1], "BYTES")
-    messages_input.set_data_from_numpy(np.array([messages.encode()], dtype=np.object_))
-    max_tokens = InferInput("max_tokens", [1], "INT32")
-    max_tokens.set_data_from_numpy(np.array([generation.max_tokens], dtype=np.int32))
-    return [messages_input, max_tokens]
+def _chatml(generation: Generation) -> str:
+    """The conversation as ChatML turns, ending where the assistant's answer starts."""
+    turns = "".join(f"<|im_start|>{m.role}\n{m.content}<|im_end|>\n" for m in generation.messages)
+    return turns + "<|im_start|>assistant\n"
 
 
 async def _once(request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
