@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 
 from parley_core.catalog import (
+    BytesTokenizer,
     Catalog,
     CatalogError,
     OpenAIBackend,
     Price,
+    TextTokenizer,
     TritonBackend,
+    TritonTokenizer,
     UnknownModelError,
     load_catalog,
 )
@@ -45,6 +48,10 @@ parameters = { temperature = 0.5 }
 currency = "USD"
 input_per_million_tokens = 1
 output_per_million_tokens = 2
+
+[models.tokenizer]
+kind = "triton"
+model = "alpha-tokens"
 
 [[models]]
 name = "beta"
@@ -112,6 +119,33 @@ def test_the_real_catalog_loads_with_smollm2_as_the_default() -> None:
         TritonBackend(kind="triton", model="parley-scripted"),
     )
     assert catalog.model("parley-tiny").backends == (TritonBackend(kind="triton", model="parley-tiny"),)
+
+
+def test_the_real_catalog_counts_each_model_s_tokens_as_the_model_does() -> None:
+    catalog = load_catalog(REAL_CATALOG)
+
+    assert catalog.model("smollm2").tokenizer == TritonTokenizer(kind="triton", model="smollm2-tokens")
+    assert catalog.model("parley-tiny").tokenizer == TextTokenizer(
+        kind="words-and-punctuation", template="chatml"
+    )
+    assert catalog.model("parley-scripted").tokenizer == TextTokenizer(kind="words", template="chatml")
+
+
+def test_a_model_without_a_tokenizer_is_counted_in_bytes(tmp_path: Path) -> None:
+    beta = _load(tmp_path, VALID).model("beta")
+
+    assert beta.tokenizer == BytesTokenizer(kind="bytes", message_overhead=0, prompt_overhead=0)
+
+
+def test_a_text_tokenizer_reads_as_written(tmp_path: Path) -> None:
+    text = _edited(
+        'kind = "triton"\nmodel = "alpha-tokens"',
+        'kind = "words"\ntemplate = "none"\nmessage_overhead = 4\nprompt_overhead = 3',
+    )
+
+    assert _load(tmp_path, text).model("alpha").tokenizer == TextTokenizer(
+        kind="words", template="none", message_overhead=4, prompt_overhead=3
+    )
 
 
 def test_a_valid_catalog_reads_as_written(tmp_path: Path) -> None:
@@ -275,6 +309,44 @@ def test_the_error_message_lists_the_file_and_every_problem(tmp_path: Path) -> N
             "model 'alpha': backends[1].parameters.stop: "
             "a parameter is a string, a number or a boolean, not [1]",
             id="parameter-not-a-scalar",
+        ),
+        pytest.param(
+            'kind = "triton"\nmodel = "alpha-tokens"',
+            'kind = "sentencepiece"',
+            "model 'alpha': tokenizer: Input tag 'sentencepiece' found using 'kind' does not match any "
+            "of the expected tags: 'words', 'words-and-punctuation', 'bytes', 'triton'",
+            id="unknown-tokenizer-kind",
+        ),
+        pytest.param(
+            'model = "alpha-tokens"',
+            "",
+            "model 'alpha': tokenizer.model: Field required",
+            id="triton-tokenizer-without-model",
+        ),
+        pytest.param(
+            'model = "alpha-tokens"',
+            'model = "alpha tokens"',
+            "model 'alpha': tokenizer.model: String should match pattern '^[A-Za-z0-9_.-]+$' "
+            "(got 'alpha tokens')",
+            id="triton-tokenizer-model-not-a-folder-name",
+        ),
+        pytest.param(
+            'kind = "triton"\nmodel = "alpha-tokens"',
+            'kind = "words"\ntemplate = "llama3"',
+            "model 'alpha': tokenizer.template: Input should be 'chatml' or 'none' (got 'llama3')",
+            id="unknown-template",
+        ),
+        pytest.param(
+            'kind = "triton"\nmodel = "alpha-tokens"',
+            'kind = "bytes"\nmessage_overhead = -1',
+            "model 'alpha': tokenizer.message_overhead: Input should be greater than or equal to 0 (got -1)",
+            id="negative-overhead",
+        ),
+        pytest.param(
+            'kind = "triton"\nmodel = "alpha-tokens"',
+            'kind = "words"\nmodel = "alpha-tokens"',
+            "model 'alpha': tokenizer.model: Extra inputs are not permitted (got 'alpha-tokens')",
+            id="words-tokenizer-with-a-model",
         ),
         pytest.param(
             'default_model = "alpha"',
