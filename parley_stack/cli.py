@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from parley_client.chat import build_parser as chat_parser
+from parley_client.chat import main as chat_main
 from parley_stack.config import StackConfig
 from parley_stack.progress import Progress
 from parley_stack.servers import TOOLS, load
@@ -124,6 +126,11 @@ def cmd_admin(args: argparse.Namespace) -> int:
     os.execve(sys.executable, argv, env)  # noqa: S606
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    """The terminal client; it is no part of the stack, only dispatched from here."""
+    return chat_main(args=args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description="Run Parley's local stack.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     tool.add_argument("name")
     tool.add_argument("args", nargs=argparse.REMAINDER)
     tool.set_defaults(func=cmd_tool)
+
+    chat = sub.add_parser("chat", help="chat from a terminal through the public endpoint")
+    chat_parser(chat).set_defaults(func=cmd_chat)
 
     admin = sub.add_parser("admin", help="operator commands against the running stack")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
