@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -55,7 +55,7 @@ class OpenAIBackend:
     def key(self) -> str:
         return self._key
 
-    async def stream(self, generation: Generation) -> AsyncIterator[BackendEvent]:
+    async def stream(self, generation: Generation) -> AsyncGenerator[BackendEvent, None]:
         """Pieces, then one Finish; closing the generator early closes the HTTP response."""
         body: dict[str, Any] = {
             # The catalog's extra fields first, so that none can replace what the router sends.

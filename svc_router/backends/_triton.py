@@ -15,7 +15,7 @@ it, the first error ends the call with the model's own status.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -65,7 +65,7 @@ class TritonBackend:
     def key(self) -> str:
         return self._key
 
-    async def stream(self, generation: Generation) -> AsyncIterator[BackendEvent]:
+    async def stream(self, generation: Generation) -> AsyncGenerator[BackendEvent, None]:
         """Pieces, then one Finish; closing the generator early cancels the request at Triton."""
         request = {
             "model_name": self.model,
