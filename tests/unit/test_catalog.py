@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from parley_core.catalog import (
 )
 
 REAL_CATALOG = Path(__file__).resolve().parents[2] / "model_repo" / "catalog.toml"
+GPU_CATALOG = Path(__file__).resolve().parents[2] / "deploy" / "gpu" / "catalog.toml"
 
 # Two models that pass every check; each test below changes one thing.
 VALID = """\
@@ -129,6 +131,25 @@ def test_the_real_catalog_counts_each_model_s_tokens_as_the_model_does() -> None
         kind="words-and-punctuation", template="chatml"
     )
     assert catalog.model("parley-scripted").tokenizer == TextTokenizer(kind="words", template="chatml")
+
+
+def test_the_gpu_catalog_loads_with_the_gpu_model_first_and_smollm2_behind_it() -> None:
+    catalog = load_catalog(GPU_CATALOG)
+
+    gpu = catalog.model(catalog.default_model)
+    assert gpu.name == "qwen2.5-7b-instruct"
+    assert gpu.backends == (
+        TritonBackend(
+            kind="triton",
+            model="qwen2.5-7b-instruct",
+            parameters={"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05},
+        ),
+    )
+    assert gpu.fallbacks == ("smollm2",)
+    assert gpu.tokenizer == BytesTokenizer(kind="bytes", prompt_overhead=100)
+    assert [model.name for model in catalog.models] == ["qwen2.5-7b-instruct", "smollm2"]
+    engine = json.loads((GPU_CATALOG.parent / "model_repo" / gpu.name / "1" / "model.json").read_text())
+    assert engine["max_model_len"] == gpu.context_window
 
 
 def test_a_model_without_a_tokenizer_is_counted_in_bytes(tmp_path: Path) -> None:
