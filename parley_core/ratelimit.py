@@ -99,6 +99,30 @@ return reply
 """
 
 
+# KEYS[1]: the bucket. ARGV: the cost, the capacity, the refill per second. Takes the cost
+# whatever is left, so the bucket may go below zero (a debt the refill pays off first);
+# returns the whole tokens left (negative for a debt).
+_CHARGE = """
+local cost = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local per_ms = tonumber(ARGV[3]) / 1000
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ms')
+local tokens = tonumber(state[1])
+if tokens == nil then
+  tokens = capacity
+else
+  local idle = math.max(0, now - (tonumber(state[2]) or now))
+  tokens = math.min(capacity, tokens + idle * per_ms)
+end
+tokens = tokens - cost
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ms', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((capacity - tokens) / per_ms)))
+return math.floor(tokens)
+"""
+
+
 @dataclass(frozen=True)
 class Decision:
     """What one bucket said about one request."""
@@ -121,6 +145,7 @@ class TokenBucketLimiter:
     def __init__(self, redis: redis.asyncio.Redis, prefix: str = "parley:") -> None:
         # register_script runs EVALSHA and loads the script only when Redis lacks it.
         self._script = redis.register_script(_TAKE)
+        self._charge = redis.register_script(_CHARGE)
         self._prefix = prefix
 
     async def take(self, key: str, size: BucketSize, cost: int = 1) -> Decision:
@@ -150,6 +175,19 @@ class TokenBucketLimiter:
             )
             for i in range(len(buckets))
         ]
+
+    async def charge(self, key: str, size: BucketSize, cost: int) -> int:
+        """Take cost from a bucket even when it lacks it, leaving a debt; the tokens left.
+
+        For costs known only afterwards (the tokens a model used): the request was admitted
+        on what the bucket held, and the next one waits until the refill has paid the debt.
+        """
+        if cost < 0:
+            raise ValueError(f"cost must not be negative, not {cost}")
+        reply: Any = await self._charge(
+            keys=[self._prefix + key], args=[cost, size.capacity, repr(size.refill_per_s)]
+        )
+        return int(reply)
 
 
 def address_ident(address: str) -> str:

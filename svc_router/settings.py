@@ -70,6 +70,8 @@ class RouterSettings(ServiceSettings):
     #: This service's secret for service tokens (docs/adr/0009). Required.
     service_secret: SecretStr | None = None
     history_target: str = "127.0.0.1:20011"
+    #: Each call to svc_history gives up after this long.
+    history_timeout_s: float = Field(default=5.0, gt=0)
     #: Triton's gRPC endpoint and the OpenAI-compatible endpoints catalog backends name.
     triton_target: str = "127.0.0.1:20071"
     openai_endpoints: dict[str, OpenAIEndpoint] = Field(default_factory=dict)

@@ -14,8 +14,11 @@ access token in `x-parley-user-token`. Both are verified (the user's with every 
 check); the handler sees the user's principal with `service` set, and decides with
 `require_service`. Without `x-parley-user-token`, `authorization` is taken as a user's
 token as on any method, so the principal has no service and `require_service` answers
-PERMISSION_DENIED. Only an internal method reads that header, and `service` comes only
-from a verified service token: a user's token can never pass for a service.
+PERMISSION_DENIED. The same pair is accepted at every method of a server that has a
+service verifier (the router reads and creates conversations for the user); the handler
+of a public method sees the user's principal as on the user's own call. `service` comes
+only from a verified service token: a user's token can never pass for a service, and a
+user who sends the header with a user's token as the bearer is refused.
 """
 
 from __future__ import annotations
@@ -107,7 +110,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if token is None:
             return self._refusal(handler, unauthenticated("missing access token (authorization: Bearer ...)"))
         metadata = handler_call_details.invocation_metadata
-        user_token = _user_token(metadata) if method in self._internal else None
+        # A service acting for a user may call any method (svc_router reads and creates
+        # conversations as the user); internal methods additionally require it.
+        user_token = _user_token(metadata) if self._service_verifier is not None else None
         try:
             if user_token is not None:
                 principal = await self._on_behalf(token, user_token)

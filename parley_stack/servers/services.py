@@ -145,7 +145,24 @@ class HistoryService(ParleyService):
 class RouterService(ParleyService):
     name = "svc_router"
     key = "router"
-    requires = ("redis", "pulsar", "triton", "svc_session", "svc_history")
+    # llama: the OpenAI-compatible second backend of smollm2 (failover between real servers).
+    requires = ("cassandra", "redis", "pulsar", "triton", "llama", "svc_session", "svc_history")
+
+    def environment(self) -> dict[str, str]:
+        cfg = self.config
+        return {
+            **super().environment(),
+            "PARLEY_ROUTER_CASSANDRA_HOSTS": f'["{cfg.host}"]',
+            "PARLEY_ROUTER_CASSANDRA_PORT": str(cfg.port("cassandra_cql")),
+            "PARLEY_ROUTER_REDIS_URL": f"redis://{cfg.host}:{cfg.port('redis')}/0",
+            "PARLEY_ROUTER_PULSAR_URL": f"pulsar://{cfg.host}:{cfg.port('pulsar')}",
+            "PARLEY_ROUTER_JWKS_URL": f"http://{cfg.host}:{cfg.port('session_jwks')}/.well-known/jwks.json",
+            "PARLEY_ROUTER_HISTORY_TARGET": f"{cfg.host}:{cfg.port('history_grpc')}",
+            "PARLEY_ROUTER_TRITON_TARGET": f"{cfg.host}:{cfg.port('triton_grpc')}",
+            "PARLEY_ROUTER_OPENAI_ENDPOINTS": json.dumps(
+                {"llama": {"base_url": f"http://{cfg.host}:{cfg.port('llama_http')}/v1"}}
+            ),
+        }
 
 
 class LedgerService(ParleyService):

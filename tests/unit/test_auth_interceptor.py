@@ -238,10 +238,16 @@ async def test_for_a_user_only_a_real_service_token_is_accepted(internal: Server
     assert internal.failures("INVALID_TOKEN") == 1.0
 
 
-async def test_outside_internal_methods_the_user_token_header_is_ignored(served: Server) -> None:
-    reply = await _call(served, sign(sub="ada"), sign(sub="bob"))
+async def test_a_user_token_with_another_users_token_beside_it_is_refused_at_any_method(
+    served: Server,
+) -> None:
+    # Only a service token may carry the user-token header; a user who adds one (to pass
+    # for someone else) is refused rather than served as either user.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _call(served, sign(sub="ada"), sign(sub="bob"))
 
-    assert (reply.user.name, reply.user.display_name) == ("users/ada", "")
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert served.failures("INVALID_TOKEN") == 1.0
 
 
 async def test_a_service_token_is_not_a_user_token(served: Server) -> None:

@@ -18,24 +18,19 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 import svc_ledger.servicer
-import svc_router.servicer
 from parley.chat.v1 import chat_pb2
 from parley.ledger.v1 import ledger_pb2
 from parley_core.errors import details_of
 from parley_core.logging import configure_logging
 from parley_core.server import RunningServer, start_server
+from parley_core.servicer import add_servicer
 from parley_core.settings import ServiceSettings
 from parley_core.stubs import chat_stub, health_stub, ledger_stub, reflection_stub
 from svc_ledger.settings import LedgerSettings
-from svc_router.settings import RouterSettings
 
 Register = Callable[[grpc.aio.Server], Awaitable[Sequence[str]]]
 
 SERVICES: dict[str, tuple[Register, str]] = {
-    "svc_router": (
-        lambda s: svc_router.servicer.register(s, RouterSettings()),
-        "parley.chat.v1.ChatService",
-    ),
     "svc_ledger": (
         lambda s: svc_ledger.servicer.register(s, LedgerSettings()),
         "parley.ledger.v1.LedgerService",
@@ -106,7 +101,10 @@ async def test_unbuilt_methods_answer_unimplemented_with_details() -> None:
 
 
 async def test_streaming_method_answers_unimplemented() -> None:
-    register, _ = SERVICES["svc_router"]
+    async def register(server: grpc.aio.Server) -> Sequence[str]:
+        # A servicer that defines none of the chat service's methods.
+        return [add_servicer(server, chat_pb2.DESCRIPTOR.services_by_name["ChatService"], object())]
+
     running = await start_server(ServiceSettings(shutdown_grace_s=1), register)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

@@ -1,0 +1,171 @@
+"""svc_router assembled: catalog, backends, turn log, admission, history client, outbox, server.
+
+`RouterApp.start` is what `python -m svc_router` runs and what integration tests start
+in-process against the local stack (with svc_session's key ring as the key source, where
+production fetches svc_session's JWKS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from cassandra.cluster import Cluster
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from tritonclient.grpc.aio import InferenceServerClient
+
+from parley_core.auth import (
+    AuthInterceptor,
+    HttpKeySource,
+    JwtVerifier,
+    KeySource,
+    Revocations,
+    ServiceTokenSource,
+)
+from parley_core.cassandra import connect
+from parley_core.catalog import Catalog, CatalogModel, load_catalog
+from parley_core.migrations import migrate
+from parley_core.outbox import Outbox, OutboxRelay, PulsarClient
+from parley_core.ratelimit import TokenBucketLimiter
+from parley_core.server import RunningServer, start_server
+from svc_router.admission import Admission
+from svc_router.backends import ModelRoutes
+from svc_router.engine import TurnEngine
+from svc_router.events import MIGRATIONS, UsageEvents
+from svc_router.history import HistoryClient
+from svc_router.prompts import Prompts
+from svc_router.servicer import ChatServiceServicer, Health, HealthSource, register
+from svc_router.settings import RouterSettings
+from svc_router.tokens import CatalogTokenCounter, TritonTokenCounter
+from svc_router.turn_log import TurnLog
+
+#: The service name in service tokens and in svc_history's list of appenders.
+SERVICE_NAME = "svc_router"
+
+
+class _RoutesHealth(HealthSource):
+    def __init__(self, routes: ModelRoutes) -> None:
+        self._routes = routes
+
+    async def health(self, model: CatalogModel) -> Health:
+        return await self._routes.health(model)
+
+
+@dataclass
+class RouterApp:
+    settings: RouterSettings
+    server: RunningServer
+    engine: TurnEngine
+    routes: ModelRoutes
+    catalog: Catalog
+    log: TurnLog
+    outbox: Outbox
+    relay: OutboxRelay
+    revocations: Revocations
+    identity: ServiceTokenSource
+    cluster: Cluster
+    redis: Redis
+    history_channel: grpc.aio.Channel
+    triton: InferenceServerClient
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @classmethod
+    async def start(
+        cls,
+        settings: RouterSettings,
+        *,
+        key_source: KeySource | None = None,
+        pulsar_service: str | Callable[[], PulsarClient] | None = None,
+    ) -> RouterApp:
+        """Connect, migrate the outbox table, then serve."""
+        if settings.service_secret is None:
+            raise ValueError("PARLEY_ROUTER_SERVICE_SECRET is not set (svc_router's service credential)")
+        catalog = load_catalog(settings.catalog_path)
+        cluster, cql = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
+        await migrate(cql, settings.keyspace, settings.replication_factor, MIGRATIONS)
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        registry = CollectorRegistry()
+        outbox = Outbox(cql, settings.keyspace)
+        relay = OutboxRelay(
+            outbox,
+            pulsar_service or settings.pulsar_url,
+            poll_s=settings.outbox_poll_s,
+            max_backoff_s=settings.outbox_max_backoff_s,
+            send_timeout_s=settings.outbox_send_timeout_s,
+            registry=registry,
+        )
+        relay.start()
+        triton = InferenceServerClient(settings.triton_target)
+        routes = ModelRoutes(catalog, settings, registry=registry, triton=triton)
+        await routes.start()
+        identity = ServiceTokenSource(
+            settings.identity_target, SERVICE_NAME, settings.service_secret.get_secret_value()
+        )
+        history_channel = grpc.aio.insecure_channel(settings.history_target)
+        log = TurnLog(redis, ttl_s=settings.turn_log_ttl_s, max_events=settings.turn_log_max_events)
+        engine = TurnEngine(
+            settings,
+            catalog,
+            routes,
+            Prompts(
+                CatalogTokenCounter(TritonTokenCounter(triton)), timeout_s=settings.first_token_timeout_s
+            ),
+            HistoryClient(history_channel, identity, timeout_s=settings.history_timeout_s),
+            log,
+            Admission(TokenBucketLimiter(redis), settings),
+            UsageEvents(outbox),
+            registry=registry,
+        )
+        await engine.start()
+        servicer = ChatServiceServicer(settings, engine, catalog, _RoutesHealth(routes))
+        keys = key_source if key_source is not None else HttpKeySource(settings.jwks_url)
+        revocations = Revocations(redis)
+        await revocations.start()
+        interceptor = AuthInterceptor(
+            JwtVerifier(keys, settings.issuer, settings.audience, revocations), (), registry=registry
+        )
+
+        async def add(server: grpc.aio.Server) -> list[str]:
+            return list(await register(server, servicer))
+
+        running = await start_server(settings, add, interceptors=[interceptor], registry=registry)
+        return cls(
+            settings,
+            running,
+            engine,
+            routes,
+            catalog,
+            log,
+            outbox,
+            relay,
+            revocations,
+            identity,
+            cluster,
+            redis,
+            history_channel,
+            triton,
+        )
+
+    async def stop(self) -> None:
+        # Running turns end first (as failed, keeping their answers), so the streams that
+        # read them complete before the server drains.
+        await self.engine.close()
+        await self.server.stop()
+        await self.routes.close()
+        await self.relay.stop()
+        await self.revocations.close()
+        await self.identity.close()
+        await self.history_channel.close()
+        await self.triton.close()
+        await self.redis.aclose()
+        await asyncio.to_thread(self.cluster.shutdown)

@@ -1,0 +1,841 @@
+"""The turn engine: one chat turn from the user's message to the stored, billed answer.
+
+Both streaming forms of the API (Chat and StreamTurn) and ResumeTurn drive this one engine:
+`begin` admits and starts a turn, `follow` streams its events from any sequence number,
+`cancel` ends it. A turn runs as a task of its own, apart from the streams that read it,
+so a slow or vanished client never holds up the model (docs/adr/0011-chat-turn.md).
+
+The order of a turn: admit (Redis, one round trip) -> create the conversation if the turn
+starts one -> store the user message (idempotent by the client's key) -> read the active
+path and fit it to the model's context window -> stream from the first backend that sends a
+first token -> store the answer with its usage and state -> add TurnCompleted to the outbox
+-> log TurnCompleted. Every event reaches a client only after it is in the turn log, so a
+client that resumes on another router after this one died never sees a sequence number
+twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import grpc
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from parley_core.auth import Principal
+from parley_core.catalog import Catalog, CatalogModel
+from parley_core.errors import FieldViolation, RpcError, invalid_argument
+from svc_router.admission import Admission
+from svc_router.backends import BackendError, ChatMessage, Finish, Generation, Piece
+from svc_router.events import UsageEvents
+from svc_router.history import ConversationInfo, HistoryClient, PathMessage
+from svc_router.settings import RouterSettings
+from svc_router.turn_log import SequenceTakenError, TurnLog
+from svc_router.turns import (
+    Completed,
+    Delta,
+    FinishReason,
+    Started,
+    TurnEvent,
+    TurnName,
+    TurnRecord,
+    derived_id,
+    time_ordered_id,
+)
+
+_log = structlog.get_logger("svc_router.turns")
+
+#: The longest one XREAD of a follower blocks before it looks at the turn's lease again.
+_FOLLOW_BLOCK_MS = 1000
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who starts or reads a turn: the verified principal and the token it came with."""
+
+    principal: Principal
+    #: The caller's access token, passed to svc_history beside the service token.
+    token: str
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """TurnInput, validated for shape by the servicer."""
+
+    conversation: str
+    text: str
+    parent_message: str
+    model: str
+    idempotency_key: str
+    regenerate: bool
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The context a model reads, fitted to its window."""
+
+    messages: tuple[ChatMessage, ...]
+    prompt_tokens: int
+    max_tokens: int
+    dropped: int
+
+
+class PromptBuilder(Protocol):
+    async def build(self, model: CatalogModel, system_prompt: str, path: Sequence[ChatMessage]) -> Prompt:
+        """The messages to send, newest kept, trimmed to the model's context window."""
+        ...
+
+
+class RoutedStream(Protocol):
+    @property
+    def model(self) -> CatalogModel: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def first(self) -> Piece | Finish: ...
+    def __aiter__(self) -> AsyncIterator[Piece | Finish]: ...
+    async def aclose(self) -> None: ...
+
+
+class Routes(Protocol):
+    async def open(self, model: CatalogModel, generation: Generation) -> RoutedStream: ...
+
+
+def title_of(text: str, limit: int = 60) -> str:
+    """A conversation's title from its first message: its first line, cut at a word."""
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line or "New conversation"
+    cut = line[:limit].rsplit(" ", 1)[0] if " " in line[:limit] else line[:limit]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _cost_micros(model: CatalogModel, input_tokens: int, output_tokens: int) -> int:
+    """The estimate in micro-units, rounded up (prices are per million tokens)."""
+    price = model.price
+    total = input_tokens * price.input_per_million_tokens + output_tokens * price.output_per_million_tokens
+    return -(-total // 1_000_000)
+
+
+@dataclass
+class _Running:
+    """A turn this router runs: its events, and what wakes the streams that read them."""
+
+    record: TurnRecord
+    caller: Caller
+    model: CatalogModel
+    events: list[TurnEvent] = field(default_factory=list)
+    #: Events [0, logged) are in the turn log and may go to clients.
+    logged: int = 0
+    wake: asyncio.Future[None] | None = None
+    unlogged: asyncio.Event = field(default_factory=asyncio.Event)
+    followers: int = 0
+    generation: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None
+    #: Why the generation was stopped: "cancelled", "abandoned" or "shutdown".
+    stop_reason: str = ""
+    done: bool = False
+    #: When the request arrived (the engine's clock), for time to first token.
+    arrived: float = 0.0
+    writer_done: bool = False
+
+    def emit(self, kind: Started | Delta | Completed) -> TurnEvent:
+        event = TurnEvent(sequence=len(self.events) + 1, time_ms=_now_ms(), kind=kind)
+        self.events.append(event)
+        self.unlogged.set()
+        return event
+
+    def woken(self) -> asyncio.Future[None]:
+        if self.wake is None or self.wake.done():
+            self.wake = asyncio.get_running_loop().create_future()
+        return self.wake
+
+    def mark_logged(self, count: int) -> None:
+        self.logged = count
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        buckets = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+        self.ttft = Histogram(
+            "parley_turn_ttft_seconds",
+            "From a turn's request to its first delta, by model.",
+            ["model"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.added_ttft = Histogram(
+            "parley_turn_added_ttft_seconds",
+            "Time to first token the platform adds: the turn's TTFT less the backend's own.",
+            ["model"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.turns = Counter(
+            "parley_turns",
+            "Turns ended, by model and finish reason.",
+            ["model", "finish_reason"],
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "parley_turn_tokens", "Tokens read and written, by model.", ["model", "kind"], registry=registry
+        )
+
+
+class TurnEngine:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        catalog: Catalog,
+        routes: Routes,
+        prompts: PromptBuilder,
+        history: HistoryClient,
+        log: TurnLog,
+        admission: Admission,
+        usage: UsageEvents,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._catalog = catalog
+        self._routes = routes
+        self._prompts = prompts
+        self._history = history
+        self._log = log
+        self._admission = admission
+        self._usage = usage
+        self._clock = clock
+        self._metrics = _Metrics(registry if registry is not None else CollectorRegistry())
+        #: This process, as turn leases name it.
+        self.instance = f"router-{uuid.uuid4().hex[:12]}"
+        self._running: dict[str, _Running] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._listener: asyncio.Task[None] | None = None
+
+    # Lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen_for_cancels(), name="turn-cancels")
+
+    async def close(self) -> None:
+        """Stop: running turns end as failed (ROUTER_STOPPED) with what they generated."""
+        for turn in list(self._running.values()):
+            self._stop(turn, "shutdown")
+        tasks = [t.task for t in self._running.values() if t.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._settings.shutdown_grace_s)
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        for task in list(self._background):
+            task.cancel()
+
+    def _spawn(self, coroutine: object, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine, name=name)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _listen_for_cancels(self) -> None:
+        while True:
+            try:
+                async for turn_id in self._log.cancels():
+                    turn = self._running.get(turn_id)
+                    if turn is not None:
+                        self._stop(turn, "cancelled")
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # Redis went away: listen again shortly
+                _log.warning("cancel listener failed", error_type=type(error).__name__)
+                await asyncio.sleep(1.0)
+
+    # Begin ----------------------------------------------------------------------------
+
+    def _model(self, name: str, tier: str) -> CatalogModel:
+        short = name.removeprefix("models/")
+        try:
+            model = self._catalog.model(short)
+        except LookupError:
+            raise invalid_argument(
+                [FieldViolation("input.model", f"{name!r} is not a model of the catalog (see ListModels)")]
+            ) from None
+        if not model.available_to(tier):
+            raise RpcError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "MODEL_NOT_IN_TIER",
+                f"models/{model.name} is not available to tier {tier!r}",
+                metadata={"model": f"models/{model.name}", "tier": tier},
+            )
+        return model
+
+    def _conversation_of(self, caller: Caller, name: str) -> str:
+        """The id in a conversation name the caller owns (another user's: PERMISSION_DENIED)."""
+        parts = name.split("/")
+        if len(parts) != 4 or parts[0] != "users" or parts[2] != "conversations" or not parts[3]:
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "input.conversation", "must look like users/{user}/conversations/{conversation}"
+                    )
+                ]
+            )
+        if parts[1] not in (caller.principal.user_id, "me"):
+            raise RpcError(
+                grpc.StatusCode.PERMISSION_DENIED, "NOT_OWNER", "callers may only act on their own resources"
+            )
+        return parts[3]
+
+    async def _existing(self, caller: Caller, turn_id: str) -> TurnName:
+        """The turn an idempotency key already started; its record may still be on its way."""
+        deadline = self._clock() + 5.0
+        while True:
+            running = self._running.get(turn_id)
+            if running is not None:
+                return running.record.name
+            record = await self._log.record(turn_id)
+            if record is not None and record.name.user_id == caller.principal.user_id:
+                return record.name
+            if self._clock() > deadline:
+                raise RpcError(
+                    grpc.StatusCode.ABORTED,
+                    "TURN_STARTING",
+                    "a send with this idempotency key is still starting; retry",
+                    retry_after_s=1.0,
+                )
+            await asyncio.sleep(0.05)
+
+    async def begin(self, caller: Caller, request: TurnRequest) -> TurnName:
+        """Admit and start a turn (or find the one this idempotency key started); its name."""
+        principal, arrived = caller.principal, self._clock()
+        user_id, key = principal.user_id, request.idempotency_key
+        if key:
+            found = await self._log.turn_of_key(user_id, key)
+            if found is not None:
+                return await self._existing(caller, found)
+        conversation: ConversationInfo | None = None
+        if request.conversation:
+            self._conversation_of(caller, request.conversation)
+            conversation = await self._history.get_conversation(caller.token, request.conversation)
+        model = self._model(
+            request.model or (conversation.model if conversation else "") or self._catalog.default_model,
+            principal.tier,
+        )
+        await self._admission.admit(user_id, principal.tier)
+        turn_id = str(uuid.uuid4())
+        if key:
+            claimed = await self._log.claim_key(user_id, key, turn_id, self._settings.idempotency_ttl_s)
+            if claimed != turn_id:
+                return await self._existing(caller, claimed)
+        try:
+            return await self._store_and_start(caller, request, model, conversation, turn_id, arrived)
+        except BaseException:
+            if key:
+                await self._log.release_key(user_id, key, turn_id)
+            raise
+
+    async def _store_and_start(
+        self,
+        caller: Caller,
+        request: TurnRequest,
+        model: CatalogModel,
+        conversation: ConversationInfo | None,
+        turn_id: str,
+        arrived: float,
+    ) -> TurnName:
+        principal = caller.principal
+        send = request.idempotency_key or turn_id
+        new_conversation = conversation is None
+        if conversation is None:
+            conversation = await self._history.create_conversation(
+                caller.token, f"models/{model.name}", derived_id("conversation", principal.user_id, send)
+            )
+        name = TurnName(principal.user_id, conversation.name.rsplit("/", 1)[1], turn_id)
+        if request.regenerate:
+            user_message = request.parent_message
+            await self._history.update(caller.token, conversation.name, active_message=user_message)
+        else:
+            user_message = await self._history.append(
+                caller.token,
+                conversation.name,
+                name=name.message(time_ordered_id()),
+                # No parent: the message follows the conversation's active message.
+                parent=request.parent_message or conversation.active_message,
+                author="user",
+                text=request.text,
+                request_id=derived_id("user-message", principal.user_id, send),
+                turn=str(name),
+            )
+        record = TurnRecord(
+            name=name,
+            user_message_id=user_message.rsplit("/", 1)[1],
+            assistant_message_id=time_ordered_id(),
+            model=f"models/{model.name}",
+            tier=principal.tier,
+            api_key_id=principal.api_key_id,
+        )
+        await self._log.open(record, self.instance, self._settings.lease_s)
+        turn = _Running(record=record, caller=caller, model=model, arrived=arrived)
+        self._running[turn_id] = turn
+        turn.task = asyncio.create_task(
+            self._run(turn, conversation, new_conversation, request.text), name=f"turn-{turn_id}"
+        )
+        return name
+
+    # Run ------------------------------------------------------------------------------
+
+    async def _run(
+        self, turn: _Running, conversation: ConversationInfo, new_conversation: bool, text: str
+    ) -> None:
+        writer = asyncio.create_task(self._write_log(turn), name=f"turn-log-{turn.record.name.turn_id}")
+        lease = asyncio.create_task(self._keep_lease(turn), name=f"turn-lease-{turn.record.name.turn_id}")
+        outcome = _Outcome(model=turn.model)
+        try:
+            turn.generation = asyncio.create_task(self._generate(turn, conversation, outcome))
+            try:
+                async with asyncio.timeout(self._settings.turn_timeout_s):
+                    await asyncio.shield(turn.generation)
+            except TimeoutError:
+                turn.generation.cancel()
+                outcome.fail("TURN_TIMED_OUT", "the answer took longer than the router allows")
+            except asyncio.CancelledError:
+                if turn.generation.cancelled() and turn.stop_reason:
+                    pass  # stopped on purpose: _stop cancelled the generation
+                else:
+                    raise
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await turn.generation
+            if turn.generation.cancelled() and not outcome.error_reason:
+                if turn.stop_reason == "shutdown":
+                    outcome.fail("ROUTER_STOPPED", "the router stopped; the answer ends here")
+                else:
+                    outcome.finish_reason = "cancelled"
+            elif (error := _exception(turn.generation)) is not None and not outcome.error_reason:
+                if isinstance(error, RpcError):  # history or the context refused
+                    outcome.fail(error.reason, error.message)
+                else:
+                    _log.error("turn failed", turn=str(turn.record.name), error_type=type(error).__name__)
+                    outcome.fail("INTERNAL", "the turn failed inside the router")
+            await self._finish(turn, outcome)
+            if new_conversation:
+                await self._name_conversation(turn, conversation, text)
+        finally:
+            turn.done = True
+            turn.unlogged.set()
+            turn.mark_logged(turn.logged)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await lease
+            with contextlib.suppress(Exception):
+                await self._log.release_lease(turn.record.name.turn_id)
+            # Streams still reading get the rest from the log.
+            self._running.pop(turn.record.name.turn_id, None)
+
+    async def _generate(self, turn: _Running, conversation: ConversationInfo, outcome: _Outcome) -> None:
+        caller, record = turn.caller, turn.record
+        path = await self._history.active_path(caller.token, conversation.name)
+        messages = [ChatMessage(role=m.author, content=m.text) for m in _up_to(path, record)]
+        system_prompt = conversation.system_prompt or self._settings.default_system_prompt
+        prompt = await self._prompts.build(turn.model, system_prompt, messages)
+        outcome.input_tokens = prompt.prompt_tokens
+        turn.record = replace(record, prompt_tokens=prompt.prompt_tokens)
+        await self._log.save_record(turn.record)
+        generation = Generation(
+            messages=prompt.messages, max_tokens=prompt.max_tokens, request_id=f"{record.name.turn_id}"
+        )
+        asked_at = self._clock()
+        try:
+            routed = await self._routes.open(turn.model, generation)
+        except BackendError as error:
+            turn.emit(self._started(record, turn.model))
+            outcome.fail("NO_BACKEND_AVAILABLE", error.message)
+            return
+        outcome.model = routed.model
+        backend_wait = self._clock() - asked_at
+        try:
+            turn.emit(self._started(record, routed.model))
+            coalesce = _Coalescer(turn, self._settings.coalesce_ms / 1000, outcome)
+            name = routed.model.name
+
+            def take(event: Piece | Finish) -> None:
+                if isinstance(event, Finish):
+                    outcome.finish(event)
+                    return
+                if outcome.output_tokens == 0:
+                    ttft = self._clock() - turn.arrived
+                    self._metrics.ttft.labels(name).observe(ttft)
+                    self._metrics.added_ttft.labels(name).observe(max(0.0, ttft - backend_wait))
+                coalesce.add(event)
+
+            try:
+                take(routed.first)
+                async for event in routed:
+                    take(event)
+            except BackendError as error:
+                _log.warning("backend failed mid-answer", turn=str(record.name), backend=routed.backend)
+                outcome.fail("BACKEND_FAILED", error.message)
+            finally:
+                coalesce.flush()
+        finally:
+            await routed.aclose()
+
+    def _started(self, record: TurnRecord, model: CatalogModel) -> Started:
+        name = record.name
+        return Started(
+            user_message=name.message(record.user_message_id),
+            assistant_message=name.message(record.assistant_message_id),
+            model=f"models/{model.name}",
+        )
+
+    async def _finish(self, turn: _Running, outcome: _Outcome) -> None:
+        """Store the answer, charge and bill it, then log TurnCompleted."""
+        record = turn.record
+        if not any(isinstance(e.kind, Started) for e in turn.events):
+            turn.emit(self._started(record, outcome.model))
+        completed = outcome.completed()
+        text = "".join(e.kind.text for e in turn.events if isinstance(e.kind, Delta))
+        for attempt in range(4):
+            try:
+                await self._store_answer(turn.caller, record, outcome.model, completed, text)
+                break
+            except Exception as error:  # history or Cassandra briefly away: the writes are idempotent
+                _log.warning(
+                    "storing the answer failed",
+                    turn=str(record.name),
+                    attempt=attempt,
+                    error_type=type(error).__name__,
+                )
+                if attempt == 3:
+                    completed = replace(
+                        completed,
+                        finish_reason="error",
+                        error_reason="ANSWER_NOT_STORED",
+                        error_message="the answer could not be stored; it is in the turn log for an hour",
+                    )
+                else:
+                    await asyncio.sleep(0.5 * 2**attempt)
+        turn.emit(completed)
+        self._metrics.turns.labels(outcome.model.name, completed.finish_reason).inc()
+        self._metrics.tokens.labels(outcome.model.name, "input").inc(completed.input_tokens)
+        self._metrics.tokens.labels(outcome.model.name, "output").inc(completed.output_tokens)
+        _log.info(
+            "turn ended",
+            turn=str(record.name),
+            model=outcome.model.name,
+            finish_reason=completed.finish_reason,
+            error_reason=completed.error_reason,
+            input_tokens=completed.input_tokens,
+            output_tokens=completed.output_tokens,
+        )
+
+    async def _store_answer(
+        self, caller: Caller, record: TurnRecord, model: CatalogModel, completed: Completed, text: str
+    ) -> None:
+        state = {"stop": "complete", "max_tokens": "complete", "cancelled": "cancelled"}.get(
+            completed.finish_reason, "failed"
+        )
+        name = record.name
+        await self._history.append(
+            caller.token,
+            name.conversation,
+            name=name.message(record.assistant_message_id),
+            parent=name.message(record.user_message_id),
+            author="assistant",
+            text=text,
+            request_id=derived_id("assistant-message", str(name)),
+            model=f"models/{model.name}",
+            state=state,  # type: ignore[arg-type]
+            usage=(completed.input_tokens, completed.output_tokens),
+            turn=str(name),
+        )
+        await self._usage.turn_completed(record, f"models/{model.name}", completed)
+        await self._admission.charge(
+            name.user_id, record.tier, completed.input_tokens + completed.output_tokens
+        )
+
+    async def _name_conversation(self, turn: _Running, conversation: ConversationInfo, text: str) -> None:
+        if conversation.title:
+            return
+        try:
+            await self._history.update(turn.caller.token, conversation.name, title=title_of(text))
+        except Exception as error:  # a title is a nicety; the turn itself is done
+            _log.warning("could not title the conversation", error_type=type(error).__name__)
+
+    async def _write_log(self, turn: _Running) -> None:
+        """Append events to the turn log as they come, in batches, then let clients have them."""
+        turn_id = turn.record.name.turn_id
+        while True:
+            await turn.unlogged.wait()
+            turn.unlogged.clear()
+            pending = turn.events[turn.logged :]
+            if pending:
+                try:
+                    await self._log.append(turn_id, *pending)
+                except SequenceTakenError:
+                    # A follower closed this turn as lost (this router looked dead): its
+                    # ending stands, and ours goes no further.
+                    _log.warning("turn closed by another router", turn=str(turn.record.name))
+                    self._stop(turn, "shutdown")
+                    turn.mark_logged(turn.logged)
+                    return
+                except Exception as error:
+                    _log.warning("turn log write failed", turn=turn_id, error_type=type(error).__name__)
+                    await asyncio.sleep(0.2)
+                    turn.unlogged.set()
+                    continue
+                turn.mark_logged(turn.logged + len(pending))
+            if turn.done and turn.logged == len(turn.events):
+                turn.writer_done = True
+                turn.mark_logged(turn.logged)
+                return
+
+    async def _keep_lease(self, turn: _Running) -> None:
+        every = self._settings.lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(Exception):
+                await self._log.renew_lease(turn.record.name.turn_id, self.instance, self._settings.lease_s)
+
+    # Cancel -----------------------------------------------------------------------------
+
+    def _stop(self, turn: _Running, reason: str) -> None:
+        if turn.generation is not None and not turn.generation.done():
+            turn.stop_reason = turn.stop_reason or reason
+            turn.generation.cancel()
+        elif turn.generation is None:
+            turn.stop_reason = turn.stop_reason or reason
+
+    async def cancel(self, caller: Caller, name: TurnName) -> bool:
+        """Cancel a turn; False when it had already ended."""
+        _owned(caller, name)
+        turn = self._running.get(name.turn_id)
+        if turn is not None:
+            if turn.done or any(e.final for e in turn.events):
+                return False
+            self._stop(turn, "cancelled")
+            return True
+        record = await self._log.record(name.turn_id)
+        if record is None or record.name != name:
+            raise _turn_not_found(name)
+        last = await self._log.read(name.turn_id, max(0, await self._log.last_sequence(name.turn_id) - 1))
+        if any(e.final for e in last):
+            return False
+        await self._log.request_cancel(name.turn_id)
+        return True
+
+    # Follow -----------------------------------------------------------------------------
+
+    async def follow(self, caller: Caller, name: TurnName, after: int) -> AsyncIterator[TurnEvent]:
+        """The turn's events with a sequence above after, live until TurnCompleted."""
+        _owned(caller, name)
+        if after < 0:
+            raise invalid_argument([FieldViolation("after_sequence", "must not be negative")])
+        turn = self._running.get(name.turn_id)
+        if turn is not None and turn.record.name == name:
+            async for event in self._follow_here(turn, after):
+                yield event
+            return
+        record = await self._log.record(name.turn_id)
+        if record is None or record.name != name:
+            raise _turn_not_found(name)
+        async for event in self._follow_log(caller, record, after):
+            yield event
+
+    async def _follow_here(self, turn: _Running, after: int) -> AsyncIterator[TurnEvent]:
+        turn.followers += 1
+        seen = after
+        try:
+            while True:
+                while seen < turn.logged:
+                    event = turn.events[seen]
+                    seen += 1
+                    yield event
+                    if event.final:
+                        return
+                if turn.done and seen >= turn.logged and turn.writer_done:
+                    return  # ended without TurnCompleted (its log could not be written)
+                await turn.woken()
+        finally:
+            turn.followers -= 1
+            if turn.followers == 0 and not turn.done:
+                self._spawn(self._abandon_if_unread(turn), f"abandon-{turn.record.name.turn_id}")
+
+    async def _abandon_if_unread(self, turn: _Running) -> None:
+        await asyncio.sleep(self._settings.abandon_grace_s)
+        if turn.followers == 0 and not turn.done and not await self._log.watched(turn.record.name.turn_id):
+            _log.info("turn abandoned", turn=str(turn.record.name))
+            self._stop(turn, "abandoned")
+
+    async def _follow_log(self, caller: Caller, record: TurnRecord, after: int) -> AsyncIterator[TurnEvent]:
+        """Follow a turn another router runs (or ran), through the turn log."""
+        turn_id = record.name.turn_id
+        seen = after
+        while True:
+            await self._log.mark_watched(
+                turn_id, self._settings.abandon_grace_s + 2 * _FOLLOW_BLOCK_MS / 1000
+            )
+            events = await self._log.read(turn_id, seen) or await self._log.wait(
+                turn_id, seen, _FOLLOW_BLOCK_MS
+            )
+            for event in events:
+                seen = event.sequence
+                yield event
+                if event.final:
+                    return
+            if not events and await self._log.lease_holder(turn_id) is None:
+                if seen == 0 and not await self._log.exists(turn_id):
+                    raise _turn_not_found(record.name)
+                await self._close_lost(caller, record)
+
+    async def _close_lost(self, caller: Caller, record: TurnRecord) -> None:
+        """End a turn whose router died: store what was logged as failed, then log the end."""
+        turn_id = record.name.turn_id
+        record = await self._log.record(turn_id) or record
+        logged: list[TurnEvent] = []
+        while batch := await self._log.read(turn_id, logged[-1].sequence if logged else 0):
+            logged += batch
+        if any(e.final for e in logged):
+            return
+        model_name = next((e.kind.model for e in logged if isinstance(e.kind, Started)), record.model)
+        try:
+            model = self._catalog.model(model_name.removeprefix("models/"))
+        except LookupError:
+            model = self._catalog.model(self._catalog.default_model)
+        deltas = [e.kind for e in logged if isinstance(e.kind, Delta)]
+        output = sum(d.tokens for d in deltas)
+        completed = Completed(
+            finish_reason="error",
+            input_tokens=record.prompt_tokens,
+            output_tokens=output,
+            cost_micros=_cost_micros(model, record.prompt_tokens, output),
+            currency=model.price.currency,
+            error_message="the router running this turn stopped; the answer ends at the last event logged",
+            error_reason="ROUTER_LOST",
+        )
+        await self._store_answer(caller, record, model, completed, "".join(d.text for d in deltas))
+        events: list[TurnEvent] = []
+        sequence = logged[-1].sequence if logged else 0
+        if not any(isinstance(e.kind, Started) for e in logged):
+            sequence += 1
+            events.append(TurnEvent(sequence, _now_ms(), self._started(record, model)))
+        events.append(TurnEvent(sequence + 1, _now_ms(), completed))
+        try:
+            await self._log.append(turn_id, *events)
+            _log.warning("closed a turn whose router was lost", turn=str(record.name), events=len(logged))
+        except SequenceTakenError:
+            pass  # the turn's router (or another follower) logged first; read on
+
+
+@dataclass
+class _Outcome:
+    """How the generation went, filled in as it runs."""
+
+    model: CatalogModel
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reported: Finish | None = None
+    finish_reason: FinishReason = "stop"
+    error_reason: str = ""
+    error_message: str = ""
+
+    def finish(self, event: Finish) -> None:
+        self.reported = event
+        self.finish_reason = "stop" if event.reason == "stop" else "max_tokens"
+
+    def fail(self, reason: str, message: str) -> None:
+        self.finish_reason, self.error_reason, self.error_message = "error", reason, message
+
+    def completed(self) -> Completed:
+        # The model's own counts when it reported them; otherwise (cancelled, failed) the
+        # prompt as the router counted it and the tokens streamed so far.
+        input_tokens = self.reported.prompt_tokens if self.reported else self.input_tokens
+        output_tokens = self.reported.completion_tokens if self.reported else self.output_tokens
+        return Completed(
+            finish_reason=self.finish_reason,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_micros=_cost_micros(self.model, input_tokens, output_tokens),
+            currency=self.model.price.currency,
+            error_message=self.error_message,
+            error_reason=self.error_reason,
+        )
+
+
+class _Coalescer:
+    """Turns pieces into deltas: at most one delta per window; 0 sends each piece at once."""
+
+    def __init__(self, turn: _Running, window_s: float, outcome: _Outcome) -> None:
+        self._turn = turn
+        self._window_s = window_s
+        self._outcome = outcome
+        self._texts: list[str] = []
+        self._tokens = 0
+        self._last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, piece: Piece) -> None:
+        self._outcome.output_tokens += piece.tokens
+        self._texts.append(piece.text)
+        self._tokens += piece.tokens
+        if self._window_s <= 0:
+            self.flush()
+            return
+        loop = asyncio.get_running_loop()
+        due = self._last + self._window_s
+        if loop.time() >= due:
+            self.flush()
+        elif self._timer is None:
+            self._timer = loop.call_at(due, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._texts:
+            self._turn.emit(Delta("".join(self._texts), self._tokens))
+            self._texts, self._tokens = [], 0
+            self._last = asyncio.get_running_loop().time()
+
+
+def _exception(task: asyncio.Task[None]) -> BaseException | None:
+    if task.cancelled() or not task.done():
+        return None
+    return task.exception()
+
+
+def _up_to(path: Sequence[PathMessage], record: TurnRecord) -> list[PathMessage]:
+    """The active path up to this turn's user message (a later turn may have moved on)."""
+    for index, message in enumerate(path):
+        if message.name.endswith(f"/messages/{record.user_message_id}"):
+            return list(path[: index + 1])
+    return list(path)
+
+
+def _owned(caller: Caller, name: TurnName) -> None:
+    if name.user_id != caller.principal.user_id:
+        raise RpcError(
+            grpc.StatusCode.PERMISSION_DENIED, "NOT_OWNER", "callers may only act on their own resources"
+        )
+
+
+def _turn_not_found(name: TurnName) -> RpcError:
+    return RpcError(
+        grpc.StatusCode.NOT_FOUND,
+        "TURN_NOT_FOUND",
+        f"{name} is unknown or too old to resume",
+        metadata={"turn": str(name)},
+    )

@@ -1,0 +1,89 @@
+"""The chat turn end to end on the real stack: stream, store, context, bill."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from parley.chat.v1 import chat_pb2 as pb
+from parley.history.v1 import history_pb2 as hpb
+from tests.integration.history.helpers import Person
+from tests.integration.router.helpers import send
+
+if TYPE_CHECKING:
+    from parley.chat.v1.chat_pb2_grpc import ChatServiceAsyncStub
+    from parley.history.v1.history_pb2_grpc import HistoryServiceAsyncStub
+
+pytestmark = pytest.mark.integration
+
+
+async def _path(history: HistoryServiceAsyncStub, person: Person, conversation: str) -> list[hpb.Message]:
+    reply = await history.ListMessages(
+        hpb.ListMessagesRequest(parent=conversation, page_size=500), metadata=person.md
+    )
+    return list(reply.messages)
+
+
+async def test_a_turn_streams_started_deltas_and_one_completed_and_stores_both_messages(
+    chat: ChatServiceAsyncStub, history: HistoryServiceAsyncStub, alice: Person
+) -> None:
+    transcript = await send(chat, alice, "What is a lighthouse?")
+
+    kinds = [e.WhichOneof("kind") for e in transcript.events]
+    assert kinds[0] == "started"
+    assert kinds[-1] == "completed"
+    assert set(kinds[1:-1]) == {"delta"}
+    assert transcript.sequences == list(range(1, len(kinds) + 1))
+    assert transcript.text == "you said: What is a lighthouse?"
+    completed = transcript.completed
+    assert completed.finish_reason == pb.FINISH_REASON_STOP
+    assert completed.usage.output_tokens == 6  # the scripted model counts words
+    assert completed.usage.input_tokens > 0
+    # parley-scripted costs 1 and 2 USD per million tokens, rounded up to a micro-unit.
+    expected = -(
+        -(completed.usage.input_tokens * 1_000_000 + completed.usage.output_tokens * 2_000_000) // 1_000_000
+    )
+    assert completed.cost_estimate.micros == expected
+    assert completed.cost_estimate.currency_code == "USD"
+    started = transcript.started
+    assert started.model == "models/parley-scripted"
+    assert started.turn == transcript.turn
+
+    stored = await _path(history, alice, transcript.conversation)
+    assert [(m.author, m.text) for m in stored] == [
+        (hpb.AUTHOR_USER, "What is a lighthouse?"),
+        (hpb.AUTHOR_ASSISTANT, "you said: What is a lighthouse?"),
+    ]
+    user, answer = stored
+    assert user.name == started.user_message
+    assert answer.name == started.assistant_message
+    assert answer.parent_message == user.name
+    assert answer.state == hpb.MESSAGE_STATE_COMPLETE
+    assert answer.usage.output_tokens == completed.usage.output_tokens
+    assert answer.usage.input_tokens == completed.usage.input_tokens
+    assert answer.turn == transcript.turn
+    assert answer.model == "models/parley-scripted"
+
+
+async def test_a_new_conversation_gets_a_title_from_its_first_turn(
+    chat: ChatServiceAsyncStub, history: HistoryServiceAsyncStub, alice: Person
+) -> None:
+    transcript = await send(chat, alice, "Plan a weekend   in Lisbon\nwith kids")
+    conversation = await history.GetConversation(
+        hpb.GetConversationRequest(name=transcript.conversation), metadata=alice.md
+    )
+    assert conversation.conversation.title == "Plan a weekend in Lisbon with kids"
+    assert conversation.conversation.model == "models/parley-scripted"
+
+
+async def test_the_model_reads_the_earlier_turns_in_order(
+    chat: ChatServiceAsyncStub, history: HistoryServiceAsyncStub, alice: Person
+) -> None:
+    first = await send(chat, alice, "My name is Ada.")
+    second = await send(chat, alice, "I like lighthouses.", first.conversation)
+    third = await send(chat, alice, "What do you know about me?", first.conversation)
+
+    assert second.conversation == first.conversation == third.conversation
+    assert third.text == "you said: My name is Ada. | I like lighthouses. | What do you know about me?"
+    assert len(await _path(history, alice, first.conversation)) == 6
