@@ -91,6 +91,10 @@ class PromptBuilder(Protocol):
         """The messages to send, newest kept, trimmed to the model's context window."""
         ...
 
+    async def check(self, model: CatalogModel, system_prompt: str, text: str) -> None:
+        """INVALID_ARGUMENT when a message this long can never fit the model's window."""
+        ...
+
 
 class RoutedStream(Protocol):
     @property
@@ -333,6 +337,11 @@ class TurnEngine:
             request.model or (conversation.model if conversation else "") or self._catalog.default_model,
             principal.tier,
         )
+        if not request.regenerate:
+            system_prompt = (
+                conversation.system_prompt if conversation else ""
+            ) or self._settings.default_system_prompt
+            await self._prompts.check(model, system_prompt, request.text)
         await self._admission.admit(user_id, principal.tier)
         turn_id = str(uuid.uuid4())
         if key:
@@ -428,9 +437,9 @@ class TurnEngine:
                 else:
                     _log.error("turn failed", turn=str(turn.record.name), error_type=type(error).__name__)
                     outcome.fail("INTERNAL", "the turn failed inside the router")
-            await self._finish(turn, outcome)
-            if new_conversation:
+            if new_conversation:  # before TurnCompleted, so a client then sees the title
                 await self._name_conversation(turn, conversation, text)
+            await self._finish(turn, outcome)
         finally:
             turn.done = True
             turn.unlogged.set()
