@@ -10,17 +10,17 @@ database, telemetry off.
 from __future__ import annotations
 
 import json
-import os
+import secrets
 import socket
 import subprocess
 import sys
-import tempfile
-import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from parley_stack.config import StackConfig
+from parley_stack.servers.base import ProcessSpec
 from parley_stack.servers.wheels import uv_binary, uv_env
 
 #: The version measured; the pin is part of the install marker, so changing it reinstalls.
@@ -69,35 +69,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
+@dataclass(frozen=True)
 class LiteLLMProxy:
-    """A running `litellm` proxy: one uvicorn worker in front of one OpenAI-compatible server."""
+    """LiteLLM's proxy as a process of the local stack: one uvicorn worker, one model."""
 
-    process: subprocess.Popen[bytes]
+    spec: ProcessSpec
+    host: str
     port: int
     model: str
-    log_path: Path
+    #: The master key: clients send it as `Authorization: Bearer ...`.
+    api_key: str
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        return f"http://{self.host}:{self.port}/v1"
 
 
-def _config_yaml(model: str, backend_base_url: str) -> str:
-    """LiteLLM's config: JSON is YAML, so no YAML writer is needed."""
+def _config_yaml(model: str, backend_base_url: str, master_key: str) -> str:
+    """LiteLLM's config: JSON is YAML, so no YAML writer is needed.
+
+    A master key and no database: every request's key is compared with it (LiteLLM refuses
+    to start without one), as Parley checks every request's token.
+    """
     config = {
         "model_list": [
             {
@@ -111,47 +104,50 @@ def _config_yaml(model: str, backend_base_url: str) -> str:
             }
         ],
         "litellm_settings": {"telemetry": False, "drop_params": True, "set_verbose": False},
-        "general_settings": {},
+        "general_settings": {"master_key": master_key},
     }
     return json.dumps(config, indent=2)
 
 
-def start_litellm(
-    config: StackConfig, model: str, backend_base_url: str, *, ready_timeout_s: float = 120
+def _answers(url: str, key: str) -> bool:
+    probe = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(probe, timeout=2) as reply:
+            return int(reply.status) == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def litellm_proxy(
+    config: StackConfig, name: str, port: int, model: str, backend_base_url: str
 ) -> LiteLLMProxy:
-    """Start the proxy on a free loopback port and wait until it answers /v1/models."""
+    """The proxy's process (installed first if need be), its config written beside its data."""
     binary = ensure_litellm(config)
-    folder = Path(tempfile.mkdtemp(prefix="parley-bench-litellm-"))
+    folder = config.data_dir(name)
+    master_key = f"sk-bench-{secrets.token_hex(16)}"
     config_path = folder / "config.yaml"
-    config_path.write_text(_config_yaml(model, backend_base_url))
-    port = free_port()
-    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR", "USER") if key in os.environ}
-    env |= {
+    config_path.write_text(_config_yaml(model, backend_base_url, master_key))
+    host = config.host
+    env = {
         "LITELLM_TELEMETRY_DISABLED": "True",
         "LITELLM_LOG": "ERROR",
-        # No model-cost map fetched from the network at import (there is none here).
+        # The model-cost map that ships with the package; none is fetched at start-up.
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "DISABLE_SCHEMA_UPDATE": "True",
         "PYTHONUNBUFFERED": "1",
     }
-    log_path = folder / "litellm.log"
     argv = [
-        str(binary), "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port),
+        str(binary), "--config", str(config_path), "--host", host, "--port", str(port),
         "--num_workers", "1",
     ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-    proxy = LiteLLMProxy(process, port, model, log_path)
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"litellm exited with {process.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(f"{proxy.base_url}/models", timeout=2) as reply:
-                if reply.status == 200:
-                    return proxy
-        except OSError:
-            pass
-        time.sleep(0.5)
-    proxy.stop()
-    raise RuntimeError(f"litellm did not answer within {ready_timeout_s} s; see {log_path}")
+    url = f"http://{host}:{port}/v1/models"
+    spec = ProcessSpec(
+        name=name,
+        argv=argv,
+        ready=lambda: _answers(url, master_key),
+        env=env,
+        cwd=folder,
+        endpoints={"http": f"{host}:{port}"},
+        ready_timeout_s=120,
+        stop_timeout_s=10,
+    )
+    return LiteLLMProxy(spec, host, port, model, master_key)

@@ -16,7 +16,8 @@ model_repo/parley-scripted), with the same script:
 
 API: `POST /v1/chat/completions` (streaming SSE chunks, `stream_options.include_usage`
 adds the usage chunk before `[DONE]`; non-streaming returns one completion), `GET
-/v1/models`, and `GET /stats` (open streams and tokens sent, for the bench). A client that
+/v1/models`; for the bench, `GET /stats` (open streams, tokens sent) and `POST /reset`
+(ends every open stream: a clean slate between measuring windows). A client that
 disconnects cancels its stream at once, as a real server frees the sequence.
 
 One process, one event loop (uvloop). The bench measures this server's own throughput
@@ -32,8 +33,6 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -43,6 +42,8 @@ from types import ModuleType
 from typing import Any
 
 from aiohttp import web
+
+from parley_stack.servers.base import ProcessSpec, http_ok
 
 _REPO = Path(__file__).resolve().parent.parent
 _SCRIPTED_REPLY = _REPO / "model_repo" / "parley-scripted" / "1" / "scripted_reply.py"
@@ -84,12 +85,14 @@ class ScriptedOpenAI:
         self.model = model
         self.defaults = defaults
         self.stats = _Stats()
+        self._streams: set[asyncio.Task[Any]] = set()
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/stats", self.stats_json)
+        app.router.add_post("/reset", self.reset)
         return app
 
     async def models(self, request: web.Request) -> web.Response:
@@ -98,6 +101,13 @@ class ScriptedOpenAI:
 
     async def stats_json(self, request: web.Request) -> web.Response:
         return web.json_response(vars(self.stats))
+
+    async def reset(self, request: web.Request) -> web.Response:
+        """End every open stream (the bench's clean slate between windows); how many there were."""
+        streams = list(self._streams)
+        for task in streams:
+            task.cancel()
+        return web.json_response({"ended": len(streams)})
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         arrival = time.monotonic()
@@ -180,6 +190,9 @@ class ScriptedOpenAI:
             f'"model":{json.dumps(model)}'
         )
         self.stats.open_streams += 1
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._streams.add(handler)
         sent = 0
         try:
             ttft = arrival + script.ttft_ms / 1000
@@ -220,6 +233,8 @@ class ScriptedOpenAI:
             await response.write_eof()
             return response
         finally:
+            if handler is not None:
+                self._streams.discard(handler)
             self.stats.open_streams -= 1
             self.stats.tokens_sent += sent
 
@@ -254,57 +269,42 @@ async def serve(host: str, port: int, model: str, defaults: Any) -> None:
         await runner.cleanup()
 
 
-@dataclass
-class ScriptedOpenAIProcess:
-    """scripted-openai running as a subprocess of the bench."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    model: str
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stats(self) -> dict[str, int]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as reply:
-            found: dict[str, int] = json.loads(reply.read())
-            return found
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def scripted_openai_spec(name: str, host: str, port: int, model: str) -> ProcessSpec:
+    """The double as a process of the local stack (its pid table stops it with the stack)."""
+    return ProcessSpec(
+        name=name,
+        argv=[
+            sys.executable,
+            "-m",
+            "bench.scripted_openai",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--model",
+            model,
+        ],
+        ready=lambda: http_ok(f"http://{host}:{port}/stats"),
+        env={"PYTHONUNBUFFERED": "1"},
+        cwd=_REPO,
+        endpoints={"http": f"{host}:{port}"},
+        ready_timeout_s=30,
+        stop_timeout_s=5,
+    )
 
 
-def start_scripted_openai(port: int, model: str, log_path: Path) -> ScriptedOpenAIProcess:
-    """Start the double as `python -m bench.scripted_openai` and wait until it answers."""
-    argv = [sys.executable, "-m", "bench.scripted_openai", "--port", str(port), "--model", model]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, cwd=_REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-    server = ScriptedOpenAIProcess(process, port, model)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"scripted-openai exited with {process.returncode}; see {log_path}")
-        try:
-            server.stats()
-            return server
-        except OSError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"scripted-openai did not answer within 30 s; see {log_path}")
+def backend_stats(host: str, port: int) -> dict[str, int]:
+    """The double's counters: requests, open_streams, tokens_sent."""
+    with urllib.request.urlopen(f"http://{host}:{port}/stats", timeout=5) as reply:
+        found: dict[str, int] = json.loads(reply.read())
+        return found
+
+
+def backend_reset(host: str, port: int) -> int:
+    """End every stream the double holds open; how many there were."""
+    request = urllib.request.Request(f"http://{host}:{port}/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return int(json.loads(reply.read())["ended"])
 
 
 def main() -> None:

@@ -83,6 +83,8 @@ class TextView:
 
     def __init__(self, out: TextIO, err: TextIO, *, color: bool) -> None:
         self.out, self.err, self.color = out, err, color
+        #: An answer is being printed and its line is not finished.
+        self._mid_answer = False
 
     def _dim(self, text: str) -> str:
         return f"{_DIM}{text}{_RESET}" if self.color else text
@@ -92,19 +94,30 @@ class TextView:
         if kind == "delta":
             self.out.write(event.delta.text)
             self.out.flush()
+            self._mid_answer = True
         elif kind == "completed":
+            self._mid_answer = False
             self.out.write("\n")
             self.out.flush()
             self.err.write(self._dim(summary(progress)) + "\n")
             self.err.flush()
 
     def note(self, text: str) -> None:
+        self._break_line()
         self.err.write(self._dim(text) + "\n")
         self.err.flush()
 
     def error(self, error: ChatError) -> None:
+        self._break_line()
         self.err.write(f"error: {error}\n")
         self.err.flush()
+
+    def _break_line(self) -> None:
+        """A note in the middle of an answer goes on a line of its own."""
+        if self._mid_answer:
+            self.out.write("\n")
+            self.out.flush()
+            self._mid_answer = False
 
     def conversation(self, name: str) -> None:
         self.note(f"conversation {name} (continue it with --conversation {name})")

@@ -197,7 +197,7 @@ class _Turn:
                 self._task.cancel()
             return
         self.progress.interrupted = True
-        self.client.view.note("^C cancelling the turn (Ctrl-C again to stop waiting)")
+        self.client.view.note("cancelling the turn (Ctrl-C again to stop waiting)")
         if self.progress.turn:
             self._spawn(self._cancel())
 

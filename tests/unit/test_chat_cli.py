@@ -183,6 +183,18 @@ def test_a_failed_turn_says_why() -> None:
     assert err.startswith("the turn failed: the router stopped (ROUTER_LOST); the answer so far is kept |")
 
 
+def test_a_note_in_the_middle_of_an_answer_starts_a_line() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    view = TextView(out, err, color=False)
+    progress = TurnProgress("key")
+    for event in (started(), delta(2, "you")):
+        progress.accept(event)
+        view.event(event, progress)
+    view.note("connection lost")
+    view.note("resuming")
+    assert (out.getvalue(), err.getvalue()) == ("you\n", "connection lost\nresuming\n")
+
+
 def test_summary_of_an_unfinished_turn() -> None:
     assert summary(TurnProgress("key")) == "the turn did not finish"
 

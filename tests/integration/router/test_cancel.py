@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +35,7 @@ async def cancelled_after(log: Path, turn: str, timeout_s: float = 10.0) -> int:
     pattern = rf"parley-scripted: request '{re.escape(turn_id)}(?:-\d+)?' cancelled after (\d+) tokens"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        found = re.search(pattern, log.read_text(errors="replace"))
+        found = re.search(pattern, await asyncio.to_thread(log.read_text, errors="replace"))
         if found is not None:
             return int(found.group(1))
         await asyncio.sleep(0.1)
@@ -49,7 +49,9 @@ def usage_tap(pulsar_client: pulsar.Client) -> AsyncIterator[EventTap]:
     tap.close()
 
 
-async def _read_until_deltas(stream: AsyncIterator[pb.StreamTurnResponse], transcript: Transcript, deltas: int) -> None:
+async def _read_until_deltas(
+    stream: AsyncIterable[pb.StreamTurnResponse], transcript: Transcript, deltas: int
+) -> None:
     async for response in stream:
         transcript.events.append(response.event)
         if sum(1 for e in transcript.events if e.WhichOneof("kind") == "delta") >= deltas:
@@ -67,7 +69,9 @@ async def _assert_kept_as_cancelled(
     assert 0 < streamed_tokens < 400
     assert completed.usage.input_tokens > 0
     [answer] = [
-        m for m in await all_messages(history, person, transcript.conversation) if m.author == hpb.AUTHOR_ASSISTANT
+        m
+        for m in await all_messages(history, person, transcript.conversation)
+        if m.author == hpb.AUTHOR_ASSISTANT
     ]
     assert answer.state == hpb.MESSAGE_STATE_CANCELLED
     assert answer.text == transcript.text
@@ -119,7 +123,8 @@ async def test_a_client_that_goes_away_for_good_cancels_its_turn(
 
     await cancelled_after(router_servers.config.log_path("triton"), transcript.turn)
     resumed = chat.ResumeTurn(
-        pb.ResumeTurnRequest(name=transcript.turn, after_sequence=transcript.events[-1].sequence), metadata=bob.md
+        pb.ResumeTurnRequest(name=transcript.turn, after_sequence=transcript.events[-1].sequence),
+        metadata=bob.md,
     )
     async for response in resumed:
         transcript.events.append(response.event)

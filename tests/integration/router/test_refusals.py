@@ -50,7 +50,7 @@ async def _refused(chat: ChatServiceAsyncStub, person: Person, request: pb.TurnI
 
 def _reason(error: grpc.aio.AioRpcError) -> str:
     [info] = [d for d in details_of(error) if isinstance(d, error_details_pb2.ErrorInfo)]
-    return info.reason
+    return str(info.reason)
 
 
 def _fields(error: grpc.aio.AioRpcError) -> list[str]:
@@ -88,7 +88,9 @@ async def test_another_users_conversation_is_refused_and_neither_user_gets_a_mes
     for call in (
         chat.ResumeTurn(pb.ResumeTurnRequest(name=hers.turn), metadata=bob.md),
         chat.StreamTurn(
-            pb.StreamTurnRequest(input=turn_input("x", hers.conversation, parent_message=hers.started.user_message)),
+            pb.StreamTurnRequest(
+                input=turn_input("x", hers.conversation, parent_message=hers.started.user_message)
+            ),
             metadata=bob.md,
         ),
     ):
@@ -130,7 +132,10 @@ async def test_an_oversized_message_is_invalid_and_writes_nothing(
         (pb.TurnInput(text=""), "input.text"),
         (pb.TurnInput(text="   "), "input.text"),
         (pb.TurnInput(text="hi", idempotency_key="not-a-uuid"), "input.idempotency_key"),
-        (pb.TurnInput(text="hi", parent_message="users/x/conversations/y/messages/z"), "input.parent_message"),
+        (
+            pb.TurnInput(text="hi", parent_message="users/x/conversations/y/messages/z"),
+            "input.parent_message",
+        ),
         (pb.TurnInput(text="hi", conversation="conversations/1"), "input.conversation"),
         (pb.TurnInput(regenerate=True, text="hi"), "input.text"),
     ],
