@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,9 +43,9 @@ async def cancelled_after(log: Path, turn: str, timeout_s: float = 10.0) -> int:
 
 
 @pytest.fixture
-def usage_tap(pulsar_client: pulsar.Client) -> AsyncIterator[EventTap]:
+def usage_tap(pulsar_client: pulsar.Client) -> Iterator[EventTap]:
     tap = EventTap(pulsar_client, "usage")
-    yield tap  # type: ignore[misc]
+    yield tap
     tap.close()
 
 
