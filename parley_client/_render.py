@@ -81,8 +81,11 @@ def summary(progress: TurnProgress) -> str:
 class TextView:
     """For people: deltas as they arrive, then the summary dimmed on stderr."""
 
-    def __init__(self, out: TextIO, err: TextIO, *, color: bool) -> None:
+    def __init__(self, out: TextIO, err: TextIO, *, color: bool, terminal: bool = False) -> None:
         self.out, self.err, self.color = out, err, color
+        #: Whether stdout and stderr are one terminal: a note then breaks the answer's line
+        #: (never in a script's stdout, which holds exactly the answers).
+        self.terminal = terminal
         #: An answer is being printed and its line is not finished.
         self._mid_answer = False
 
@@ -96,8 +99,9 @@ class TextView:
             self.out.flush()
             self._mid_answer = True
         elif kind == "completed":
+            if self._mid_answer or not self.terminal:
+                self.out.write("\n")
             self._mid_answer = False
-            self.out.write("\n")
             self.out.flush()
             self.err.write(self._dim(summary(progress)) + "\n")
             self.err.flush()
@@ -114,7 +118,7 @@ class TextView:
 
     def _break_line(self) -> None:
         """A note in the middle of an answer goes on a line of its own."""
-        if self._mid_answer:
+        if self._mid_answer and self.terminal:
             self.out.write("\n")
             self.out.flush()
             self._mid_answer = False

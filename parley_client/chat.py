@@ -369,7 +369,12 @@ def main(argv: Sequence[str] | None = None, *, args: argparse.Namespace | None =
     view: View = (
         JsonView(sys.stdout, sys.stderr)
         if args.json
-        else TextView(sys.stdout, sys.stderr, color=sys.stderr.isatty() and "NO_COLOR" not in os.environ)
+        else TextView(
+            sys.stdout,
+            sys.stderr,
+            color=sys.stderr.isatty() and "NO_COLOR" not in os.environ,
+            terminal=sys.stdout.isatty() and sys.stderr.isatty(),
+        )
     )
     with asyncio.Runner() as runner:
         channel = runner.run(_channel(args))

@@ -183,16 +183,37 @@ def test_a_failed_turn_says_why() -> None:
     assert err.startswith("the turn failed: the router stopped (ROUTER_LOST); the answer so far is kept |")
 
 
-def test_a_note_in_the_middle_of_an_answer_starts_a_line() -> None:
+@pytest.mark.parametrize(
+    ("terminal", "printed"), [(True, "you\n said\n"), (False, "you said\n")], ids=["terminal", "script"]
+)
+def test_a_note_in_the_middle_of_an_answer_starts_a_line_on_a_terminal_only(
+    terminal: bool, printed: str
+) -> None:
     out, err = io.StringIO(), io.StringIO()
-    view = TextView(out, err, color=False)
+    view = TextView(out, err, color=False, terminal=terminal)
+    progress = TurnProgress("key")
+    for event in (started(), delta(2, "you"), None, delta(3, " said"), completed(4)):
+        if event is None:
+            view.note("connection lost")
+            continue
+        progress.accept(event)
+        view.event(event, progress)
+    assert out.getvalue() == printed
+    assert err.getvalue().startswith("connection lost\nparley-scripted |")
+
+
+def test_an_answer_ending_right_after_a_note_on_a_terminal_adds_no_blank_line() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    view = TextView(out, err, color=False, terminal=True)
     progress = TurnProgress("key")
     for event in (started(), delta(2, "you")):
         progress.accept(event)
         view.event(event, progress)
-    view.note("connection lost")
-    view.note("resuming")
-    assert (out.getvalue(), err.getvalue()) == ("you\n", "connection lost\nresuming\n")
+    view.note("cancelling the turn")
+    event = completed(3, chat_pb2.FINISH_REASON_CANCELLED)
+    progress.accept(event)
+    view.event(event, progress)
+    assert out.getvalue() == "you\n"
 
 
 def test_summary_of_an_unfinished_turn() -> None:
