@@ -771,7 +771,12 @@ class _Outcome:
     def completed(self) -> Completed:
         # The model's own counts when it reported them; otherwise (cancelled, failed) the
         # prompt as the router counted it and the tokens streamed so far.
-        input_tokens = self.reported.prompt_tokens if self.reported else self.input_tokens
+        # A server that streams no usage (llama-cpp-python's) reports no prompt tokens.
+        input_tokens = (
+            self.reported.prompt_tokens
+            if self.reported and self.reported.prompt_tokens
+            else self.input_tokens
+        )
         output_tokens = self.reported.completion_tokens if self.reported else self.output_tokens
         return Completed(
             finish_reason=self.finish_reason,

@@ -14,11 +14,20 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._cut = False
+        self._port = 0
+        #: Connections accepted so far (a client that never tries is never counted).
+        self.accepted = 0
+
+    @property
+    def port(self) -> int:
+        return self._port
 
     async def start(self) -> int:
-        """Listen on a free loopback port; returns it."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
+        """Listen on a free loopback port (or the port it had, after a cut); returns it."""
+        self._cut = False
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._port)
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        return self._port
 
     async def cut(self) -> None:
         """Stop listening and drop every open connection: the server is gone for the client."""
@@ -35,6 +44,7 @@ class TcpProxy:
                 await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
         except OSError:
