@@ -114,6 +114,10 @@ output_per_million_tokens = 1
 """
 
 
+def _breaker_state(router: RouterApp) -> str:
+    return router.routes.breakers["openai/proxied/smollm2"].state
+
+
 @pytest.fixture
 async def llama_proxy(router_servers: LocalStack) -> AsyncIterator[TcpProxy]:
     router_servers.ensure("llama")
@@ -161,7 +165,7 @@ async def test_a_backend_that_is_down_is_passed_over_and_its_breaker_opens_then_
     assert first.text == "you said: hello there"
     assert second.completed.finish_reason == pb.FINISH_REASON_STOP
     assert second.started.model == "models/proxied-first"
-    assert router.routes.breakers["openai/proxied/smollm2"].state == "open"
+    assert _breaker_state(router) == "open"
 
     await llama_proxy.start()  # back, but the breaker is open: it is not even tried
     tried = llama_proxy.accepted
@@ -174,7 +178,7 @@ async def test_a_backend_that_is_down_is_passed_over_and_its_breaker_opens_then_
     assert llama_proxy.accepted > tried
     assert not fourth.text.startswith("you said")  # smollm2 answered
     assert fourth.completed.finish_reason in (pb.FINISH_REASON_STOP, pb.FINISH_REASON_MAX_TOKENS)
-    assert router.routes.breakers["openai/proxied/smollm2"].state == "closed"
+    assert _breaker_state(router) == "closed"
 
 
 async def test_a_backend_silent_past_the_first_token_timeout_is_cancelled_and_passed_over(
