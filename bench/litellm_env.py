@@ -104,6 +104,9 @@ def _config_yaml(model: str, backend_base_url: str, master_key: str) -> str:
             }
         ],
         "litellm_settings": {"telemetry": False, "drop_params": True, "set_verbose": False},
+        # No retries: the bench ends windows by dropping streams (and ends what a proxy keeps
+        # streaming after its client left); a retry would reopen them into the next window.
+        "router_settings": {"num_retries": 0},
         "general_settings": {"master_key": master_key},
     }
     return json.dumps(config, indent=2)

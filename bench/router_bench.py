@@ -80,6 +80,7 @@ import secrets
 import sys
 import time
 import tomllib
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -422,6 +423,8 @@ class ParleyChat:
         self.running: dict[str, tuple[tuple[str, str], ...]] = {}
         self.started = 0
         self.left_open: list[int] = []
+        #: The router's Prometheus endpoint, for its own view of TTFT.
+        self.metrics_url = ""
 
     def _user(self, worker: int) -> User:
         return self.users[worker % len(self.users)]
@@ -496,17 +499,60 @@ class ParleyChat:
         return -1
 
 
+async def target_metrics(target: Target) -> dict[str, float]:
+    """The router's own TTFT histograms (sums and counts) for a Parley target; {} for others."""
+    url = getattr(target, "metrics_url", None)
+    if not url:
+        return {}
+    return await asyncio.to_thread(_scrape, url, getattr(target, "model", ""))
+
+
+def _scrape(url: str, model: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            for metric in ("parley_turn_ttft_seconds", "parley_turn_added_ttft_seconds"):
+                for part in ("_sum", "_count"):
+                    prefix = f'{metric}{part}{{model="{model}"}} '
+                    if line.startswith(prefix):
+                        found[metric + part] = float(line[len(prefix) :])
+    return found
+
+
+def router_view(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean TTFT and added TTFT inside the window as the router itself timed them (from the
+    request's arrival; added: less the backend's own wait for its first event)."""
+    view: dict[str, float] = {}
+    for metric, key in (
+        ("parley_turn_ttft_seconds", "router_ttft_mean_ms"),
+        ("parley_turn_added_ttft_seconds", "router_added_ttft_mean_ms"),
+    ):
+        count = after.get(metric + "_count", 0.0) - before.get(metric + "_count", 0.0)
+        if count > 0:
+            view[key] = (after[metric + "_sum"] - before.get(metric + "_sum", 0.0)) / count * 1000
+    return view
+
+
 # Driving load -----------------------------------------------------------------------------
 
 
 async def drive(
-    target: Target, streams: int, script: Script, measure_s: float, procs: Processes
+    target: Target, streams: int, script: Script, measure_s: float, procs: Processes, *, steady: bool = False
 ) -> dict[str, Any]:
-    """`streams` workers run turns back to back; what falls inside the window is recorded."""
+    """`streams` workers run turns back to back; what falls inside the window is recorded.
+
+    The window opens once the streams have started (spread over one turn, at most 2 s);
+    `steady` opens it only once every stream has had its first token (long turns: the
+    window then holds streaming only, not the storm of first turns).
+    """
     text = script.text()
     stagger = min(script.turn_s, 2.0)
     t0 = time.perf_counter()
     window = Window(start=t0 + stagger + 0.5, end=t0 + stagger + 0.5 + measure_s)
+    first_tokens = 0
+    all_streaming = asyncio.Event()
+    if steady:
+        window.start = window.end = math.inf
 
     async def worker(index: int) -> None:
         await asyncio.sleep(stagger * index / streams)
@@ -518,6 +564,10 @@ async def drive(
                 async for piece in target.stream(index, prepared, text):
                     now = time.perf_counter()
                     if not last:
+                        nonlocal first_tokens
+                        first_tokens += 1
+                        if first_tokens >= streams:
+                            all_streaming.set()
                         if window.inside(started):
                             window.ttfts.append(now - started)
                     elif window.inside(now):
@@ -533,10 +583,17 @@ async def drive(
                 await asyncio.sleep(0.05)
 
     workers = [asyncio.create_task(worker(i)) for i in range(streams)]
+    if steady:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_streaming.wait(), stagger + 20)
+        window.start = time.perf_counter() + 0.2
+        window.end = window.start + measure_s
     await asyncio.sleep(max(0.0, window.start - time.perf_counter()))
     before = procs.cpu()
+    router_before = await target_metrics(target)
     await asyncio.sleep(max(0.0, window.end - time.perf_counter()))
     after = procs.cpu()
+    router_after = await target_metrics(target)
     for task in workers:
         task.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
@@ -545,6 +602,7 @@ async def drive(
     result = window.summary(measure_s)
     result["cpu_s"] = cpu_delta(before, after)
     result["settle_s"] = round(settle_s, 2)
+    result |= router_view(router_before, router_after)
     result["_window"] = window
     return result
 
@@ -603,7 +661,7 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     return found
 
 
-async def idle_memory(target: Target, process: str, count: int, procs: Processes) -> dict[str, float]:
+async def idle_memory(target: Target, process: str, count: int, procs: Processes) -> dict[str, Any]:
     """RSS growth of the proxy while `count` streams wait for their first token."""
     script = Script(ttft_ms=60_000, tokens_per_second=10, reply_tokens=5)
     text = script.text()
@@ -615,27 +673,32 @@ async def idle_memory(target: Target, process: str, count: int, procs: Processes
             pass
 
     tasks = [asyncio.create_task(hold(i)) for i in range(count)]
-    deadline = time.monotonic() + 30
-    upstream = await target.open_upstream()
-    while time.monotonic() < deadline:
-        upstream = await target.open_upstream()
-        parley_started = getattr(target, "started", None)
-        if upstream >= count or (upstream < 0 and parley_started is not None and parley_started >= count):
+    # Open when the backend holds them all; where it cannot tell (Triton), when the proxy's
+    # memory has stopped growing. Well before the router's 30 s first-token timeout.
+    deadline = time.monotonic() + 15
+    await asyncio.sleep(2.0)
+    upstream, last = await target.open_upstream(), procs.rss(process)
+    while time.monotonic() < deadline and upstream < count:
+        await asyncio.sleep(1.0)
+        upstream, rss = await target.open_upstream(), procs.rss(process)
+        if upstream < 0 and abs(rss - last) < 64 * 1024:
             break
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(1.0 if upstream >= 0 else 2.0)  # the backend's side settles
-    failed = [t for t in tasks if t.done() and t.exception() is not None]
+        last = rss
+    await asyncio.sleep(0.5)
+    failed = Counter(
+        f"{type(e).__name__}: {str(e)[:120]}" for t in tasks if t.done() and (e := t.exception())
+    )
     during = procs.rss(process)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    if isinstance(target, ParleyChat):
-        target.started = 0
     await target.after_window()
+    await settle(procs, getattr(target, "backend", None))
     return {
         "streams": count,
         "upstream_open": upstream,
-        "failed": len(failed),
+        "failed": sum(failed.values()),
+        "errors": dict(failed),
         "rss_before_mib": before / 2**20,
         "rss_open_mib": during / 2**20,
         "kib_per_stream": (during - before) / count / 1024,
@@ -654,7 +717,7 @@ async def sweep(targets: dict[str, Target], counts: Sequence[int], script: Scrip
         names = sorted({BASELINE[p] for p in alive}) + sorted(alive)
         step: dict[str, Any] = {"streams": count, "offered_tokens_per_s": count * script.offered_tokens_per_s}
         for name in names:
-            result = await drive(targets[name], count, script, measure_s, procs)
+            result = await drive(targets[name], count, script, measure_s, procs, steady=True)
             result.pop("_window")
             step[name] = result
         for proxy in sorted(alive):
@@ -732,6 +795,10 @@ def router_spec(config: StackConfig, catalog: Path, openai_base_url: str) -> Pro
         "PARLEY_ROUTER_CATALOG_PATH": str(catalog),
         "PARLEY_ROUTER_OPENAI_ENDPOINTS": json.dumps({OPENAI_ENDPOINT: {"base_url": openai_base_url}}),
         "PARLEY_ROUTER_TIERS": json.dumps({name: tier for name in ("free", "pro", "enterprise")}),
+        # A window ends by dropping its streams. A turn gets its name (TurnStarted) only with
+        # its first token, so one still waiting cannot be cancelled by name; with the default
+        # grace (15 s) it would stream on into the next window.
+        "PARLEY_ROUTER_ABANDON_GRACE_S": "0",
     }
     return replace(
         spec,
@@ -877,9 +944,11 @@ async def run(options: Options) -> dict[str, Any]:
                 ("parley-openai", OPENAI_MODEL, backend),
             ):
                 if name in wanted:
-                    targets[name] = ParleyChat(
+                    chat = ParleyChat(
                         name, channels, history, users, model, options.turns_per_conversation, upstream
                     )
+                    chat.metrics_url = f"http://{spec.endpoints['metrics']}/metrics"
+                    targets[name] = chat
         # The targets in the order asked, straight paths first within each pair.
         order = [t for t in ALL_TARGETS if t in wanted and t in targets]
         chosen = [targets[t] for t in order]
