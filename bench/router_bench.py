@@ -1101,7 +1101,7 @@ def main() -> None:
     parser.add_argument("--flood-streams", type=int, default=32, help="unpaced streams for saturation")
     parser.add_argument("--flood-reply-tokens", type=int, default=200)
     parser.add_argument(
-        "--sweep", type=_ints, default=[25, 50, 100, 200, 400, 800], help="'' skips the sweep"
+        "--sweep", type=_ints, default=[5, 10, 25, 50, 100, 200, 400, 800], help="'' skips the sweep"
     )
     parser.add_argument("--sweep-paths", default="parley-openai,litellm", help="proxies in the sweep")
     parser.add_argument("--sweep-pace", type=float, default=10.0, help="tokens/s of one stream (sweep)")
