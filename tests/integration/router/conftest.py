@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from parley.chat.v1.chat_pb2_grpc import ChatServiceAsyncStub
     from parley.history.v1.history_pb2_grpc import HistoryServiceAsyncStub
 
+KEYSPACE = f"router_test_{secrets.token_hex(4)}"
+
 #: Limits no test runs into unless it means to.
 ROOMY = TierLimits(
     turns=BucketSize(capacity=10_000, refill_per_s=100),
@@ -62,7 +64,8 @@ def router_settings(
     values: dict[str, Any] = {
         "cassandra_hosts": [cql_host],
         "cassandra_port": cql_port,
-        "keyspace": f"router_test_{secrets.token_hex(4)}",
+        # One keyspace for every router of the test run, as replicas share one.
+        "keyspace": KEYSPACE,
         "redis_url": f"redis://{redis_host}:{redis_port}/0",
         "pulsar_url": pulsar.endpoints["pulsar"],
         "identity_target": f"{session.settings.internal_host}:{session.internal_port}",
