@@ -67,9 +67,7 @@ async def partner(edge: str, local_stack: LocalStack, tmp_path_factory: pytest.T
         created = await stub.CreateApiKey(
             session_pb2.CreateApiKeyRequest(
                 parent="users/me",
-                api_key=session_pb2.ApiKey(
-                    display_name="parley chat tests", scopes=["chat", "history.read", "history.write"]
-                ),
+                api_key=session_pb2.ApiKey(display_name="parley chat tests", scopes=["chat"]),
                 request_id=str(uuid.uuid4()),
             ),
             metadata=(("authorization", f"Bearer {registered.credentials.access_token}"),),

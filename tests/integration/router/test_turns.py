@@ -87,3 +87,39 @@ async def test_the_model_reads_the_earlier_turns_in_order(
     assert second.conversation == first.conversation == third.conversation
     assert third.text == "you said: My name is Ada. | I like lighthouses. | What do you know about me?"
     assert len(await _path(history, alice, first.conversation)) == 6
+
+
+async def test_regenerate_answers_the_same_message_again_as_a_sibling(
+    chat: ChatServiceAsyncStub, history: HistoryServiceAsyncStub, alice: Person
+) -> None:
+    first = await send(chat, alice, "Name a colour.")
+    again = await send(
+        chat, alice, "", first.conversation, regenerate=True, parent_message=first.started.user_message
+    )
+
+    assert again.started.user_message == first.started.user_message
+    assert again.started.assistant_message != first.started.assistant_message
+    assert again.text == "you said: Name a colour."
+    path = await _path(history, alice, first.conversation)
+    assert [m.name for m in path] == [first.started.user_message, again.started.assistant_message]
+    assert path[1].sibling_count == 2
+
+
+async def test_an_edit_branches_from_an_earlier_message_and_the_model_reads_that_branch(
+    chat: ChatServiceAsyncStub, history: HistoryServiceAsyncStub, alice: Person
+) -> None:
+    first = await send(chat, alice, "I live in Paris.")
+    await send(chat, alice, "I like rain.", first.conversation)
+    # Edit the second question: a new user message under the first answer.
+    edited = await send(
+        chat, alice, "I like sun.", first.conversation, parent_message=first.started.assistant_message
+    )
+
+    assert edited.text == "you said: I live in Paris. | I like sun."
+    path = await _path(history, alice, first.conversation)
+    assert [m.text for m in path] == [
+        "I live in Paris.",
+        "you said: I live in Paris.",
+        "I like sun.",
+        "you said: I live in Paris. | I like sun.",
+    ]
