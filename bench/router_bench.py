@@ -48,8 +48,11 @@ What each number means:
   straight path that delivers much less was limited by the client or backend, not the proxy.
 - `idle_memory`: `--idle-streams` turns opened and left waiting for a first token (60 s
   TTFT), after a warm-up; RSS growth of the proxy's process over their count, KiB per
-  stream. Measured before the load phases, so that memory freed by those does not hide
-  the growth.
+  stream. Measured before the load phases, and once per process (a second measure in the
+  same process reuses what the first freed): the router's with `parley-openai`, beside
+  LiteLLM on the same backend. Default 90 streams: the router's OpenAI client holds at most
+  100 connections (httpx's default pool), and the 101st concurrent turn to one endpoint
+  waits for one, then fails.
 - `cpu_s`: CPU seconds of each process (its children included: Triton's model stub) inside
   each window, from /proc; `client` is this process. `backend_direct` in `saturation` is
   scripted-openai's own throughput straight from this client, so a reader can see that the
@@ -60,9 +63,16 @@ proxy and for Parley svc_history, Redis and Cassandra share them, so absolute nu
 lower bounds of what each part does alone; the ratios and added latencies compare paths
 under the same sharing. The CPU seconds per process say who used the cores.
 
-Run (a quick run, ~3-4 min after the stack is up):
+The bench's router runs with `abandon_grace_s = 0`: a window ends by dropping its streams,
+and a turn has no name to cancel (TurnStarted) before its first token, so with the default
+grace a turn still waiting would stream on into the next window. Turns with a name are
+cancelled with CancelTurn. `streams_left_open_after_cancel` counts the backend streams a
+proxy still held 3 s after its clients left (ended by the bench before the next window).
+
+Run (about 8 min once the stack is up):
 `PARLEY_TEST_PORT_OFFSET=9000 .venv/bin/python -m bench.router_bench`
-More samples: `--round-s 10 --rounds 3`; only some paths: `--targets triton,parley-triton`.
+A quick run (about 3 min): `... --round-s 2 --rounds 1 --single-round-s 3 --sweep 5,10,25,50,100`;
+more samples: `--round-s 10 --rounds 3`; only some paths: `--targets triton,parley-triton`.
 Starts what it needs at port offset 1000, or PARLEY_TEST_PORT_OFFSET (`--keep-stack` leaves
 it running for the next run); installs LiteLLM into `.state/cache/litellm` the first time.
 """
@@ -961,12 +971,17 @@ async def run(options: Options) -> dict[str, Any]:
             if result["errors"]:
                 log(f"  {target.name}: warm-up errors {result['errors']}")
 
+        # One measure per proxy process: a second one in the same process would reuse what the
+        # first freed. The router's is taken with parley-openai, beside LiteLLM on the same backend.
         results["idle_memory"] = {}
-        for target in chosen:
-            if target.name in PROXY_PROCESS:
-                log(f"idle memory: {target.name}, {options.idle_streams} streams")
-                results["idle_memory"][target.name] = await idle_memory(
-                    target, PROXY_PROCESS[target.name], options.idle_streams, procs
+        measured_processes: set[str] = set()
+        for name in ("parley-openai", "litellm", "parley-triton"):
+            process = PROXY_PROCESS[name]
+            if options.idle_streams > 0 and name in order and process not in measured_processes:
+                measured_processes.add(process)
+                log(f"idle memory: {name}, {options.idle_streams} streams")
+                results["idle_memory"][name] = await idle_memory(
+                    targets[name], process, options.idle_streams, procs
                 )
 
         script = Script(options.ttft_ms, options.pace, options.reply_tokens)
@@ -978,28 +993,31 @@ async def run(options: Options) -> dict[str, Any]:
             measured = await rounds(chosen, level, script, seconds, options.rounds, procs)
             results["latency"][str(level)] = {"paths": measured, "added": compare(measured)}
 
-        flood = Script(options.ttft_ms, 0, options.flood_reply_tokens)
-        log(f"saturation: {options.flood_streams} unpaced streams")
-        measured = await rounds(chosen, options.flood_streams, flood, options.round_s, options.rounds, procs)
-        saturation: dict[str, Any] = {"script": vars(flood), "paths": measured}
-        for path, straight in BASELINE.items():
-            if path in measured and straight in measured:
-                tokens = measured[path]["tokens_per_s"] * options.round_s * options.rounds
-                cpu = measured[path]["cpu_s"].get(PROXY_PROCESS[path], math.nan)
-                saturation[path] = {
-                    "tokens_per_s": measured[path]["tokens_per_s"],
-                    "straight_tokens_per_s": measured[straight]["tokens_per_s"],
-                    "ratio": measured[path]["tokens_per_s"] / measured[straight]["tokens_per_s"],
-                    "proxy_cpu_ms_per_1k_tokens": cpu * 1000 / (tokens / 1000) if tokens else math.nan,
+        if options.flood_streams > 0:
+            flood = Script(options.ttft_ms, 0, options.flood_reply_tokens)
+            log(f"saturation: {options.flood_streams} unpaced streams")
+            measured = await rounds(
+                chosen, options.flood_streams, flood, options.round_s, options.rounds, procs
+            )
+            saturation: dict[str, Any] = {"script": vars(flood), "paths": measured}
+            for path, straight in BASELINE.items():
+                if path in measured and straight in measured:
+                    tokens = measured[path]["tokens_per_s"] * options.round_s * options.rounds
+                    cpu = measured[path]["cpu_s"].get(PROXY_PROCESS[path], math.nan)
+                    saturation[path] = {
+                        "tokens_per_s": measured[path]["tokens_per_s"],
+                        "straight_tokens_per_s": measured[straight]["tokens_per_s"],
+                        "ratio": measured[path]["tokens_per_s"] / measured[straight]["tokens_per_s"],
+                        "proxy_cpu_ms_per_1k_tokens": cpu * 1000 / (tokens / 1000) if tokens else math.nan,
+                    }
+            if "openai" in measured:
+                saturation["backend_direct"] = {
+                    "tokens_per_s": measured["openai"]["tokens_per_s"],
+                    "backend_cpu_s": measured["openai"]["cpu_s"].get("scripted_openai"),
+                    "client_cpu_s": measured["openai"]["cpu_s"].get("client"),
+                    "seconds": options.round_s * options.rounds,
                 }
-        if "openai" in measured:
-            saturation["backend_direct"] = {
-                "tokens_per_s": measured["openai"]["tokens_per_s"],
-                "backend_cpu_s": measured["openai"]["cpu_s"].get("scripted_openai"),
-                "client_cpu_s": measured["openai"]["cpu_s"].get("client"),
-                "seconds": options.round_s * options.rounds,
-            }
-        results["saturation"] = saturation
+            results["saturation"] = saturation
 
         if options.sweep:
             log(f"sweep: {options.sweep} streams")
@@ -1098,7 +1116,7 @@ def main() -> None:
     parser.add_argument("--ttft-ms", type=int, default=20, help="the backend's time to first token")
     parser.add_argument("--pace", type=float, default=5.0, help="tokens/s of one stream (latency)")
     parser.add_argument("--reply-tokens", type=int, default=10, help="tokens of one reply (latency)")
-    parser.add_argument("--flood-streams", type=int, default=32, help="unpaced streams for saturation")
+    parser.add_argument("--flood-streams", type=int, default=32, help="unpaced streams; 0 skips")
     parser.add_argument("--flood-reply-tokens", type=int, default=200)
     parser.add_argument(
         "--sweep", type=_ints, default=[5, 10, 25, 50, 100, 200, 400, 800], help="'' skips the sweep"
@@ -1107,7 +1125,9 @@ def main() -> None:
     parser.add_argument("--sweep-pace", type=float, default=10.0, help="tokens/s of one stream (sweep)")
     parser.add_argument("--sweep-reply-tokens", type=int, default=100)
     parser.add_argument("--sweep-s", type=float, default=4.0, help="seconds of one sweep window")
-    parser.add_argument("--idle-streams", type=int, default=200)
+    parser.add_argument(
+        "--idle-streams", type=int, default=90, help="0 skips; under 100: the router's OpenAI pool holds 100"
+    )
     parser.add_argument("--users", type=int, default=8, help="Parley users the streams take turns as")
     parser.add_argument("--turns-per-conversation", type=int, default=10)
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running")
