@@ -118,7 +118,7 @@ class RouterApp:
             catalog,
             routes,
             Prompts(
-                CatalogTokenCounter(TritonTokenCounter(triton)), timeout_s=settings.first_token_timeout_s
+                CatalogTokenCounter(TritonTokenCounter(triton)), timeout_s=settings.count_timeout_s
             ),
             HistoryClient(history_channel, identity, timeout_s=settings.history_timeout_s),
             log,

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import grpc
+import structlog
 
 from parley_core.catalog import CatalogModel
-from parley_core.errors import FieldViolation, RpcError, invalid_argument
+from parley_core.errors import FieldViolation, invalid_argument
 from svc_router.backends import ChatMessage
 from svc_router.context import ContextTooLongError, assemble
 from svc_router.engine import Prompt
-from svc_router.tokens import TokenCounter, TokenCountError
+from svc_router.tokens import TokenCounter, TokenCountError, upper_bound
+
+_log = structlog.get_logger("svc_router.prompts")
 
 
 class Prompts:
@@ -28,11 +30,12 @@ class Prompts:
         counted = [system, *path] if system else list(path)
         try:
             counts = await self._counter.count(model, counted, timeout_s=self._timeout_s)
-            context = assemble(system, path, counts, model.context_window, model.max_output_tokens)
         except TokenCountError as error:
-            raise RpcError(
-                grpc.StatusCode.UNAVAILABLE, "TOKEN_COUNT_UNAVAILABLE", error.message, retry_after_s=1.0
-            ) from None
+            # The model's counter (a Triton model) is down; another backend may still answer.
+            _log.warning("counting with an upper bound", model=model.name, detail=error.detail)
+            counts = upper_bound(counted)
+        try:
+            context = assemble(system, path, counts, model.context_window, model.max_output_tokens)
         except ContextTooLongError as error:
             raise invalid_argument([FieldViolation("input.text", str(error))]) from None
         return Prompt(context.messages, context.prompt_tokens, context.max_tokens, context.dropped)

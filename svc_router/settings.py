@@ -82,7 +82,10 @@ class RouterSettings(ServiceSettings):
     #: The longest a user message may be, in characters (the contract allows 100000).
     message_chars: int = Field(default=32_000, gt=0)
     #: A backend that sends no first token within this long has failed (the next one is tried).
-    first_token_timeout_s: float = Field(default=30.0, gt=0)
+    first_token_timeout_s: float = Field(default=15.0, gt=0)
+    #: A model's token counter (a Triton model) that takes longer has failed: the turn
+    #: counts with an upper bound instead (docs/adr/0011).
+    count_timeout_s: float = Field(default=2.0, gt=0)
     #: A backend that sends nothing for this long after its first token has failed the turn.
     inter_token_timeout_s: float = Field(default=30.0, gt=0)
     #: The longest a whole answer may stream.

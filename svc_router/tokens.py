@@ -99,6 +99,21 @@ def _measure(kind: str, text: str) -> int:
     return len(text.encode("utf-8"))
 
 
+#: What a model may add to a conversation beyond its messages (a default system message:
+#: SmolLM2's is 25 tokens), for `upper_bound`.
+_UPPER_BOUND_OVERHEAD = 256
+
+
+def upper_bound(messages: Sequence[ChatMessage]) -> TokenCounts:
+    """Counts no real tokenizer exceeds: every token is at least one byte of the ChatML text.
+
+    For when a model's own counter is unreachable: a turn then trims too early, rather than
+    failing while a backend could answer.
+    """
+    counted = tuple(len(chatml_turn(message).encode("utf-8")) for message in messages)
+    return TokenCounts(counted, len(GENERATION_PROMPT.encode("utf-8")) + _UPPER_BOUND_OVERHEAD)
+
+
 class TextTokenCounter:
     """Counts from the text: for `words`, `words-and-punctuation` and `bytes` tokenizers."""
 

@@ -99,6 +99,23 @@ input_per_million_tokens = 1
 output_per_million_tokens = 1
 
 [[models]]
+# Counted by a Triton model that is not there: the router counts with an upper bound.
+name = "uncounted"
+display_name = "Uncounted"
+context_window = 2048
+max_output_tokens = 64
+[[models.backends]]
+kind = "triton"
+model = "parley-scripted"
+[models.tokenizer]
+kind = "triton"
+model = "no-such-counter"
+[models.price]
+currency = "USD"
+input_per_million_tokens = 1
+output_per_million_tokens = 1
+
+[[models]]
 name = "for-pro"
 display_name = "Pro only"
 tiers = ["pro"]
@@ -235,12 +252,22 @@ async def test_list_models_shows_health_and_only_the_callers_tier(
     assert seen["models/proxied-only"] == pb.MODEL_HEALTH_UNAVAILABLE
     assert seen["models/parley-scripted"] == pb.MODEL_HEALTH_READY
 
-    page = await chat.ListModels(pb.ListModelsRequest(page_size=2), metadata=alice.md)
-    assert len(page.models) == 2
+    page = await chat.ListModels(pb.ListModelsRequest(page_size=3), metadata=alice.md)
+    assert len(page.models) == 3
     rest = await chat.ListModels(
-        pb.ListModelsRequest(page_size=2, page_token=page.next_page_token), metadata=alice.md
+        pb.ListModelsRequest(page_size=3, page_token=page.next_page_token), metadata=alice.md
     )
     assert [m.name for m in [*page.models, *rest.models]] == list(seen)
     with pytest.raises(grpc.aio.AioRpcError) as negative:
         await chat.ListModels(pb.ListModelsRequest(page_size=-1), metadata=alice.md)
     assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_model_whose_token_counter_is_down_still_answers(chat: Any, alice: Person) -> None:
+    transcript = await send(chat, alice, "count me if you can", model="models/uncounted")
+
+    assert transcript.text == "you said: count me if you can"
+    # The model's own count, not the router's upper bound, is what is billed.
+    # parley-scripted counts the ChatML words: "<|im_start|>user", 4 words, "can<|im_end|>",
+    # "<|im_start|>assistant".
+    assert transcript.completed.usage.input_tokens == 7

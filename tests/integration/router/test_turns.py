@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+import grpc
 import pytest
 
 from parley.chat.v1 import chat_pb2 as pb
 from parley.history.v1 import history_pb2 as hpb
+from parley_core.stubs import chat_stub
 from tests.integration.history.helpers import Person
 from tests.integration.router.helpers import send
 
@@ -123,3 +126,18 @@ async def test_an_edit_branches_from_an_earlier_message_and_the_model_reads_that
         "I like sun.",
         "you said: I live in Paris. | I like sun.",
     ]
+
+
+async def test_coalescing_sends_fewer_deltas_with_the_same_text_and_contiguous_sequences(
+    start_router: Callable[..., Any], alice: Person
+) -> None:
+    router = await start_router(coalesce_ms=50)
+    text = "stream fast [scripted tokens_per_second=400 reply_tokens=200]"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{router.port}") as channel:
+        coalesced = await send(chat_stub(channel), alice, text)
+
+    deltas = [e for e in coalesced.events if e.WhichOneof("kind") == "delta"]
+    assert len(coalesced.text.split()) == 200
+    assert len(deltas) < 100  # 200 tokens in about half a second, at most one delta per 50 ms
+    assert coalesced.sequences == list(range(1, len(coalesced.events) + 1))
+    assert coalesced.completed.usage.output_tokens == 200
