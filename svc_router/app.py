@@ -117,9 +117,7 @@ class RouterApp:
             settings,
             catalog,
             routes,
-            Prompts(
-                CatalogTokenCounter(TritonTokenCounter(triton)), timeout_s=settings.count_timeout_s
-            ),
+            Prompts(CatalogTokenCounter(TritonTokenCounter(triton)), timeout_s=settings.count_timeout_s),
             HistoryClient(history_channel, identity, timeout_s=settings.history_timeout_s),
             log,
             Admission(TokenBucketLimiter(redis), settings),
