@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ServiceSettings"]
+__all__ = ["DataServiceSettings", "ServiceSettings"]
 
 
 class ServiceSettings(BaseSettings):
@@ -31,3 +31,35 @@ class ServiceSettings(BaseSettings):
     #: The most calls served at once; grpc answers calls over it with RESOURCE_EXHAUSTED, so
     #: an overload sheds load at the door instead of queueing without bound.
     max_concurrent_rpcs: int = Field(default=1000, ge=1)
+
+
+class DataServiceSettings(ServiceSettings):
+    """A service that keeps a Cassandra keyspace of its own (with its events outbox), uses
+    Redis, publishes to Pulsar and verifies users' and services' tokens (svc_history,
+    svc_router). Each subclass sets its env prefix and its keyspace's name."""
+
+    cassandra_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    cassandra_port: int = 20042
+    #: The service's own keyspace (never shared with another service).
+    keyspace: str
+    #: Replicas per data centre when the keyspace is created (3 in production).
+    replication_factor: int = 1
+    redis_url: str = "redis://127.0.0.1:20040/0"
+    #: Every Redis call gives up after this long (connect and each command).
+    redis_timeout_s: float = 1.0
+    pulsar_url: str = "pulsar://127.0.0.1:20050"
+    #: How often the outbox relay looks for events it was not told about (another
+    #: replica's, or ones a Pulsar outage left behind).
+    outbox_poll_s: float = 2.0
+    #: The longest the relay waits between tries while Pulsar is unreachable.
+    outbox_max_backoff_s: float = 30.0
+    #: How long Pulsar may take to acknowledge one event.
+    outbox_send_timeout_s: float = 10.0
+
+    #: svc_session's JWKS, whose keys sign users' and services' tokens.
+    jwks_url: str = "http://127.0.0.1:20030/.well-known/jwks.json"
+    #: JWT `iss` and `aud` of users' access tokens.
+    issuer: str = "https://parley.local/session"
+    audience: str = "parley"
+    #: JWT `aud` of service tokens (internal calls such as AppendMessage).
+    internal_audience: str = "parley-internal"

@@ -6,35 +6,17 @@ Kubernetes init container or a deploy step runs it); several at once are safe.
 
 from __future__ import annotations
 
-import argparse
-import sys
-
-from parley_core.logging import configure_logging
-from parley_core.migrations import run_cli
-from parley_core.server import run_until_signal
+from parley_core.data import run_data_service
 from svc_history.app import HistoryApp
 from svc_history.settings import HistorySettings
 from svc_history.store import MIGRATIONS
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m svc_history", description=__doc__)
-    commands = parser.add_subparsers(dest="command")
-    commands.add_parser("migrate", help="apply the schema migrations the keyspace lacks, then exit")
-    args = parser.parse_args(argv)
     settings = HistorySettings()
-    if args.command == "migrate":
-        configure_logging(settings.log_format, settings.log_level)
-        sys.exit(
-            run_cli(
-                settings.cassandra_hosts,
-                settings.cassandra_port,
-                settings.keyspace,
-                settings.replication_factor,
-                MIGRATIONS,
-            )
-        )
-    run_until_signal(settings, lambda: HistoryApp.start(settings))
+    run_data_service(
+        "python -m svc_history", __doc__, settings, MIGRATIONS, lambda: HistoryApp.start(settings), argv
+    )
 
 
 if __name__ == "__main__":

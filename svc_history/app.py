@@ -7,21 +7,17 @@ key ring as the key source, where production fetches svc_session's JWKS).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from cassandra.cluster import Cluster
 from cassandra.cluster import Session as CqlSession
-from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from parley_core.auth import AuthInterceptor, HttpKeySource, JwtVerifier, KeySource, Revocations
-from parley_core.cassandra import connect
-from parley_core.migrations import migrate
+from parley_core.data import DataConnections, open_data
 from parley_core.outbox import Outbox, OutboxRelay, PulsarClient
 from parley_core.server import RunningServer, start_server
 from svc_history.conversations import Conversations
@@ -81,12 +77,8 @@ class HistoryApp:
     server: RunningServer
     stores: Stores
     domain: Domain
-    outbox: Outbox
-    relay: OutboxRelay
     revocations: Revocations
-    cluster: Cluster
-    cql: CqlSession
-    redis: Redis
+    data: DataConnections
 
     @property
     def port(self) -> int:
@@ -104,25 +96,9 @@ class HistoryApp:
         svc_session's JWKS at `jwks_url`); pulsar_service: the broker URL or a client
         factory (default: `pulsar_url`)."""
         page_token_secret(settings)  # refuse to start without it, before connecting anywhere
-        cluster, cql = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
-        await migrate(cql, settings.keyspace, settings.replication_factor, MIGRATIONS)
+        data = await open_data(settings, MIGRATIONS, pulsar_service=pulsar_service)
+        cql, redis, outbox, registry = data.cql, data.redis, data.outbox, data.registry
         stores = Stores.open(cql, settings.keyspace)
-        redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-        )
-        registry = CollectorRegistry()
-        outbox = Outbox(cql, settings.keyspace)
-        relay = OutboxRelay(
-            outbox,
-            pulsar_service or settings.pulsar_url,
-            poll_s=settings.outbox_poll_s,
-            max_backoff_s=settings.outbox_max_backoff_s,
-            send_timeout_s=settings.outbox_send_timeout_s,
-            registry=registry,
-        )
-        relay.start()
         domain = Domain.assemble(settings, stores, OutboxEvents(outbox), redis)
         servicer = HistoryServiceServicer(
             settings, domain.conversations, domain.messages, domain.share_links, domain.user_data
@@ -142,11 +118,25 @@ class HistoryApp:
             return list(await register(server, servicer))
 
         running = await start_server(settings, add, interceptors=[interceptor], registry=registry)
-        return cls(settings, running, stores, domain, outbox, relay, revocations, cluster, cql, redis)
+        return cls(settings, running, stores, domain, revocations, data)
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.data.outbox
+
+    @property
+    def relay(self) -> OutboxRelay:
+        return self.data.relay
+
+    @property
+    def cql(self) -> CqlSession:
+        return self.data.cql
+
+    @property
+    def redis(self) -> Redis:
+        return self.data.redis
 
     async def stop(self) -> None:
         await self.server.stop()
-        await self.relay.stop()
         await self.revocations.close()
-        await self.redis.aclose()
-        await asyncio.to_thread(self.cluster.shutdown)
+        await self.data.close()

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from parley_core.ratelimit import BucketSize
-from parley_core.settings import ServiceSettings
+from parley_core.settings import DataServiceSettings
 
 
 class Limits(BaseModel):
@@ -31,36 +31,12 @@ class Limits(BaseModel):
     share_password_chars: int = Field(default=256, gt=0)
 
 
-class HistorySettings(ServiceSettings):
+class HistorySettings(DataServiceSettings):
     """Everything svc_history reads from its environment, read once at start-up."""
 
     model_config = SettingsConfigDict(env_prefix="PARLEY_HISTORY_", env_nested_delimiter="__", extra="ignore")
 
-    cassandra_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
-    cassandra_port: int = 20042
-    #: History's own keyspace (never shared with another service).
     keyspace: str = "parley_history"
-    #: Replicas per data centre when the keyspace is created (3 in production).
-    replication_factor: int = 1
-    redis_url: str = "redis://127.0.0.1:20040/0"
-    #: Every Redis call gives up after this long (connect and each command).
-    redis_timeout_s: float = 1.0
-    pulsar_url: str = "pulsar://127.0.0.1:20050"
-    #: How often the outbox relay looks for events it was not told about (another
-    #: replica's, or ones a Pulsar outage left behind).
-    outbox_poll_s: float = 2.0
-    #: The longest the relay waits between tries while Pulsar is unreachable.
-    outbox_max_backoff_s: float = 30.0
-    #: How long Pulsar may take to acknowledge one event.
-    outbox_send_timeout_s: float = 10.0
-
-    #: svc_session's JWKS, whose keys sign users' and services' tokens.
-    jwks_url: str = "http://127.0.0.1:20030/.well-known/jwks.json"
-    #: JWT `iss` and `aud` of users' access tokens.
-    issuer: str = "https://parley.local/session"
-    audience: str = "parley"
-    #: JWT `aud` of service tokens (internal calls such as AppendMessage).
-    internal_audience: str = "parley-internal"
 
     #: The key (32 random bytes, base64url) that signs page tokens and seals share tokens
     #: kept for retried creates. Every replica must have the same one. Required.

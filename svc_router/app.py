@@ -7,14 +7,10 @@ production fetches svc_session's JWKS).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from cassandra.cluster import Cluster
-from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from tritonclient.grpc.aio import InferenceServerClient
 
 from parley_core.auth import (
@@ -25,10 +21,9 @@ from parley_core.auth import (
     Revocations,
     ServiceTokenSource,
 )
-from parley_core.cassandra import connect
 from parley_core.catalog import Catalog, CatalogModel, load_catalog
-from parley_core.migrations import migrate
-from parley_core.outbox import Outbox, OutboxRelay, PulsarClient
+from parley_core.data import DataConnections, open_data
+from parley_core.outbox import PulsarClient
 from parley_core.ratelimit import TokenBucketLimiter
 from parley_core.server import RunningServer, start_server
 from svc_router.admission import Admission
@@ -62,12 +57,9 @@ class RouterApp:
     routes: ModelRoutes
     catalog: Catalog
     log: TurnLog
-    outbox: Outbox
-    relay: OutboxRelay
     revocations: Revocations
     identity: ServiceTokenSource
-    cluster: Cluster
-    redis: Redis
+    data: DataConnections
     history_channel: grpc.aio.Channel
     triton: InferenceServerClient
 
@@ -87,24 +79,8 @@ class RouterApp:
         if settings.service_secret is None:
             raise ValueError("PARLEY_ROUTER_SERVICE_SECRET is not set (svc_router's service credential)")
         catalog = load_catalog(settings.catalog_path)
-        cluster, cql = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
-        await migrate(cql, settings.keyspace, settings.replication_factor, MIGRATIONS)
-        redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-        )
-        registry = CollectorRegistry()
-        outbox = Outbox(cql, settings.keyspace)
-        relay = OutboxRelay(
-            outbox,
-            pulsar_service or settings.pulsar_url,
-            poll_s=settings.outbox_poll_s,
-            max_backoff_s=settings.outbox_max_backoff_s,
-            send_timeout_s=settings.outbox_send_timeout_s,
-            registry=registry,
-        )
-        relay.start()
+        data = await open_data(settings, MIGRATIONS, pulsar_service=pulsar_service)
+        redis, registry = data.redis, data.registry
         triton = InferenceServerClient(settings.triton_target)
         routes = ModelRoutes(catalog, settings, registry=registry, triton=triton)
         await routes.start()
@@ -121,7 +97,7 @@ class RouterApp:
             HistoryClient(history_channel, identity, timeout_s=settings.history_timeout_s),
             log,
             Admission(TokenBucketLimiter(redis), settings),
-            UsageEvents(outbox),
+            UsageEvents(data.outbox),
             registry=registry,
         )
         await engine.start()
@@ -144,12 +120,9 @@ class RouterApp:
             routes,
             catalog,
             log,
-            outbox,
-            relay,
             revocations,
             identity,
-            cluster,
-            redis,
+            data,
             history_channel,
             triton,
         )
@@ -160,10 +133,8 @@ class RouterApp:
         await self.engine.close()
         await self.server.stop()
         await self.routes.close()
-        await self.relay.stop()
         await self.revocations.close()
         await self.identity.close()
         await self.history_channel.close()
         await self.triton.close()
-        await self.redis.aclose()
-        await asyncio.to_thread(self.cluster.shutdown)
+        await self.data.close()

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from parley_core.ratelimit import BucketSize
-from parley_core.settings import ServiceSettings
+from parley_core.settings import DataServiceSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,29 +43,15 @@ class BreakerSettings(BaseModel):
     open_s: float = Field(default=10.0, gt=0)
 
 
-class RouterSettings(ServiceSettings):
+class RouterSettings(DataServiceSettings):
     """Everything svc_router reads from its environment, read once at start-up."""
 
     model_config = SettingsConfigDict(env_prefix="PARLEY_ROUTER_", env_nested_delimiter="__", extra="ignore")
 
-    # Where the other parts are -------------------------------------------------------------
-    cassandra_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
-    cassandra_port: int = 20042
     #: The router's own keyspace: its outbox of TurnCompleted events.
     keyspace: str = "parley_router"
-    replication_factor: int = 1
-    redis_url: str = "redis://127.0.0.1:20040/0"
     redis_timeout_s: float = 2.0
-    pulsar_url: str = "pulsar://127.0.0.1:20050"
-    outbox_poll_s: float = 2.0
-    outbox_max_backoff_s: float = 30.0
-    outbox_send_timeout_s: float = 10.0
-    #: svc_session's JWKS (users' and services' tokens), its internal listener (this
-    #: service's own token) and svc_history.
-    jwks_url: str = "http://127.0.0.1:20030/.well-known/jwks.json"
-    issuer: str = "https://parley.local/session"
-    audience: str = "parley"
-    internal_audience: str = "parley-internal"
+    #: svc_session's internal listener, where this service trades its secret for a token.
     identity_target: str = "127.0.0.1:20031"
     #: This service's secret for service tokens (docs/adr/0009). Required.
     service_secret: SecretStr | None = None
