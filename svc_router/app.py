@@ -23,6 +23,7 @@ from parley_core.auth import (
 )
 from parley_core.catalog import Catalog, CatalogModel, load_catalog
 from parley_core.data import DataConnections, open_data
+from parley_core.erasure import UserDeletedConsumer
 from parley_core.outbox import PulsarClient
 from parley_core.ratelimit import TokenBucketLimiter
 from parley_core.server import RunningServer, start_server
@@ -62,6 +63,7 @@ class RouterApp:
     data: DataConnections
     history_channel: grpc.aio.Channel
     triton: InferenceServerClient
+    erasure: UserDeletedConsumer
 
     @property
     def port(self) -> int:
@@ -101,6 +103,10 @@ class RouterApp:
             registry=registry,
         )
         await engine.start()
+        erasure = UserDeletedConsumer(
+            settings.pulsar_url, engine.erase_user, subscription=f"svc_router-erasure-{settings.keyspace}"
+        )
+        erasure.start()
         servicer = ChatServiceServicer(settings, engine, catalog, _RoutesHealth(routes))
         keys = key_source if key_source is not None else HttpKeySource(settings.jwks_url)
         revocations = Revocations(redis)
@@ -125,6 +131,7 @@ class RouterApp:
             data,
             history_channel,
             triton,
+            erasure,
         )
 
     async def stop(self) -> None:
@@ -132,6 +139,7 @@ class RouterApp:
         # read them complete before the server drains.
         await self.engine.close()
         await self.server.stop()
+        await self.erasure.stop()
         await self.routes.close()
         await self.revocations.close()
         await self.identity.close()

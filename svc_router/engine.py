@@ -646,6 +646,17 @@ class TurnEngine:
         await self._log.request_cancel(name.turn_id)
         return True
 
+    # Erase ------------------------------------------------------------------------------
+
+    async def erase_user(self, user_id: str) -> int:
+        """A user's data is being erased: stop their turns here and forget every turn log."""
+        for turn in list(self._running.values()):
+            if turn.record.name.user_id == user_id:
+                self._stop(turn, "cancelled")
+        forgotten = await self._log.forget_user(user_id)
+        _log.info("turn logs erased", user_id=user_id, turns=forgotten)
+        return forgotten
+
     # Follow -----------------------------------------------------------------------------
 
     async def follow(self, caller: Caller, name: TurnName, after: int) -> AsyncIterator[TurnEvent]:

@@ -12,7 +12,8 @@ Layout (docs/adr/0011-chat-turn.md), all keys under `parley:turn:{turn id}:` wit
   channel.
 - `watched`: refreshed by streams that follow the turn from another router, so the router
   running it knows someone still reads.
-Idempotency keys map to turns under `parley:turn-key:{user}:{sha256(key)}`.
+Idempotency keys map to turns under `parley:turn-key:{user}:{sha256(key)}`, and
+`parley:turns-of:{user}` lists a user's turns, so erasing the user finds them all.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ CANCEL_CHANNEL = "parley:turn-cancels"
 
 def _key(turn_id: str, part: str) -> str:
     return f"parley:turn:{turn_id}:{part}"
+
+
+def _turns_of(user_id: str) -> str:
+    """The set of a user's turns that may still have a log (for erasure)."""
+    return f"parley:turns-of:{user_id}"
 
 
 def encode_event(event: TurnEvent) -> str:
@@ -116,9 +122,12 @@ class TurnLog:
     async def open(self, record: TurnRecord, owner: str, lease_s: float) -> None:
         """Store a new turn's record and take its lease."""
         turn_id = record.name.turn_id
+        turns_of_user = _turns_of(record.name.user_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(_key(turn_id, "record"), _encode_record(record), ex=self._ttl_s)
             pipe.set(_key(turn_id, "lease"), owner, px=int(lease_s * 1000))
+            pipe.sadd(turns_of_user, turn_id)
+            pipe.expire(turns_of_user, self._ttl_s)
             await pipe.execute()
 
     async def save_record(self, record: TurnRecord) -> None:
@@ -213,7 +222,14 @@ class TurnLog:
     async def watched(self, turn_id: str) -> bool:
         return bool(await self._redis.exists(_key(turn_id, "watched")))
 
-    async def forget(self, turn_ids: list[str]) -> int:
-        """Delete turns' logs and records now (a user's data erased)."""
-        keys = [_key(t, part) for t in turn_ids for part in ("log", "record", "lease", "cancel", "watched")]
-        return int(await self._redis.delete(*keys)) if keys else 0
+    async def forget_user(self, user_id: str) -> int:
+        """Delete every turn log, record and idempotency key of a user now (erasure); how
+        many turns were forgotten. Safe to repeat."""
+        members: Any = await self._redis.smembers(_turns_of(user_id))
+        turn_ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        parts = ("log", "record", "lease", "cancel", "watched")
+        keys = [_key(t, part) for t in turn_ids for part in parts]
+        keys += [key async for key in self._redis.scan_iter(match=f"parley:turn-key:{user_id}:*", count=500)]
+        keys.append(_turns_of(user_id))
+        await self._redis.delete(*keys)
+        return len(turn_ids)

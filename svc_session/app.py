@@ -21,11 +21,12 @@ from redis.asyncio import Redis
 
 from parley_core.auth import AuthInterceptor, JwtVerifier, Revocations
 from parley_core.cassandra import connect
+from parley_core.erasure import UserDeletedConsumer
 from parley_core.server import RunningServer, start_server
 from svc_session.accounts import Accounts
 from svc_session.api_keys import ApiKeys
 from svc_session.email_proofs import EmailProofs
-from svc_session.erasure import AccountErasure, UserDeletedConsumer
+from svc_session.erasure import AccountErasure
 from svc_session.keys import KeyEncryptionKey, KeyRing
 from svc_session.mailbox import DevMailbox, MailRelay
 from svc_session.ratelimit import RateLimits, TokenBucketLimiter
@@ -163,7 +164,7 @@ class SessionApp:
         if settings.pulsar_url:
             erasure = UserDeletedConsumer(
                 settings.pulsar_url,
-                AccountErasure(stores, domain.sessions),
+                AccountErasure(stores, domain.sessions).erase,
                 subscription=f"svc_session-erasure-{settings.keyspace}",
             )
             erasure.start()
