@@ -33,6 +33,10 @@ What each number means:
 - "added": the proxy's value minus the straight path's, measured in the same run, in
   alternating rounds (straight, proxy, straight, proxy, ...) so drift hits both alike:
   `parley-triton` against `triton`; `parley-openai` and `litellm` against `openai`.
+- `router_ttft_mean_ms`, `router_added_ttft_mean_ms` (Parley paths; "router +TTFT" in the
+  table): the router's own histograms over the same windows, means: TTFT from the request's
+  arrival, and the part of it that is not the backend's own wait for its first event
+  (admission, storing the user message, reading the context, counting tokens).
 - `latency`: N concurrent streams (`--levels`, default 1, 50, 200) each running turns back
   to back (`--ttft-ms`, `--pace` tokens/s, `--reply-tokens`); the streams start spread over
   one turn, and only what happens inside the measuring window counts (turns still running
@@ -529,17 +533,18 @@ def _scrape(url: str, model: str) -> dict[str, float]:
     return found
 
 
-def router_view(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Mean TTFT and added TTFT inside the window as the router itself timed them (from the
-    request's arrival; added: less the backend's own wait for its first event)."""
+def router_view(delta: dict[str, float]) -> dict[str, float]:
+    """Mean TTFT and added TTFT as the router itself timed them (from the request's arrival;
+    added: less the backend's own wait for its first event), from histogram sums and counts
+    gained inside the windows."""
     view: dict[str, float] = {}
     for metric, key in (
         ("parley_turn_ttft_seconds", "router_ttft_mean_ms"),
         ("parley_turn_added_ttft_seconds", "router_added_ttft_mean_ms"),
     ):
-        count = after.get(metric + "_count", 0.0) - before.get(metric + "_count", 0.0)
+        count = delta.get(metric + "_count", 0.0)
         if count > 0:
-            view[key] = (after[metric + "_sum"] - before.get(metric + "_sum", 0.0)) / count * 1000
+            view[key] = delta[metric + "_sum"] / count * 1000
     return view
 
 
@@ -612,7 +617,8 @@ async def drive(
     result = window.summary(measure_s)
     result["cpu_s"] = cpu_delta(before, after)
     result["settle_s"] = round(settle_s, 2)
-    result |= router_view(router_before, router_after)
+    result["_router"] = {k: v - router_before.get(k, 0.0) for k, v in router_after.items()}
+    result |= router_view(result["_router"])
     result["_window"] = window
     return result
 
@@ -640,16 +646,19 @@ async def rounds(targets: Sequence[Target], streams: int, script: Script, round_
     """Every target `count` times, alternating; the windows of a target are pooled."""
     pooled: dict[str, Window] = {}
     cpu: dict[str, Counter[str]] = {}
+    router: dict[str, Counter[str]] = {}
     for _ in range(count):
         for target in targets:
             result = await drive(target, streams, script, round_s, procs)
             window: Window = result["_window"]
             pooled.setdefault(target.name, Window(0, 0)).merge(window)
             cpu.setdefault(target.name, Counter()).update(result["cpu_s"])
+            router.setdefault(target.name, Counter()).update(result["_router"])
     out: dict[str, dict[str, Any]] = {}
     for name, window in pooled.items():
         out[name] = window.summary(round_s * count)
         out[name]["cpu_s"] = {k: round(v, 2) for k, v in cpu[name].items()}
+        out[name] |= router_view(dict(router[name]))
     return out
 
 
@@ -729,6 +738,7 @@ async def sweep(targets: dict[str, Target], counts: Sequence[int], script: Scrip
         for name in names:
             result = await drive(targets[name], count, script, measure_s, procs, steady=True)
             result.pop("_window")
+            result.pop("_router")
             step[name] = result
         for proxy in sorted(alive):
             extra = added(step[proxy], step[BASELINE[proxy]], "itl_p99_ms")
@@ -1058,7 +1068,18 @@ def _fmt(value: Any) -> str:
 def table(results: dict[str, Any]) -> str:
     """The headline numbers as a plain table."""
     rows = [
-        ("streams", "path", "TTFT p50", "TTFT p99", "ITL p99", "tok/s", "+TTFT p50", "+TTFT p99", "+ITL p99")
+        (
+            "streams",
+            "path",
+            "TTFT p50",
+            "TTFT p99",
+            "ITL p99",
+            "tok/s",
+            "+TTFT p50",
+            "+TTFT p99",
+            "+ITL p99",
+            "router +TTFT",
+        )
     ]
     for level, entry in results.get("latency", {}).items():
         if level == "script":
@@ -1069,6 +1090,7 @@ def table(results: dict[str, Any]) -> str:
                 level, path, _fmt(r["ttft_p50_ms"]), _fmt(r["ttft_p99_ms"]), _fmt(r["itl_p99_ms"]),
                 _fmt(r["tokens_per_s"]), _fmt(extra.get("added_ttft_p50_ms", math.nan)),
                 _fmt(extra.get("added_ttft_p99_ms", math.nan)), _fmt(extra.get("added_itl_p99_ms", math.nan)),
+                _fmt(r.get("router_added_ttft_mean_ms", math.nan)),
             ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
