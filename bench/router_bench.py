@@ -693,8 +693,8 @@ async def idle_memory(target: Target, process: str, count: int, procs: Processes
 
     tasks = [asyncio.create_task(hold(i)) for i in range(count)]
     # Open when the backend holds them all; where it cannot tell (Triton), when the proxy's
-    # memory has stopped growing. Well before the router's 30 s first-token timeout.
-    deadline = time.monotonic() + 15
+    # memory has stopped growing. Well before the router's first-token timeout (15 s).
+    deadline = time.monotonic() + 10
     await asyncio.sleep(2.0)
     upstream, last = await target.open_upstream(), procs.rss(process)
     while time.monotonic() < deadline and upstream < count:
