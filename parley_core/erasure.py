@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 import pulsar
+import pulsar.asyncio
 import structlog
 
 from parley.events.v1 import events_pb2
@@ -38,22 +39,22 @@ class UserDeletedConsumer:
         erase: Callable[[str], Awaitable[object]],
         subscription: str,
         *,
-        client_factory: Callable[[str], pulsar.Client] | None = None,
+        client_factory: Callable[[str], pulsar.asyncio.Client] | None = None,
     ) -> None:
         self._url = service_url
         self._erase = erase
         self._subscription = subscription
+        # pulsar's asyncio client: no thread blocks on a broker that is gone, so stopping
+        # never waits for one.
         self._factory = client_factory or (
-            lambda url: pulsar.Client(url, operation_timeout_seconds=10, logger=_quiet())
+            lambda url: pulsar.asyncio.Client(url, operation_timeout_seconds=10, logger=_quiet())
         )
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="user-deleted-consumer")
 
     async def stop(self) -> None:
-        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -61,20 +62,18 @@ class UserDeletedConsumer:
 
     async def _run(self) -> None:
         delay = 0.5
-        while not self._stopping:
-            client: pulsar.Client | None = None
+        while True:
+            client = self._factory(self._url)
             try:
-                client = self._factory(self._url)
-                consumer = await asyncio.to_thread(
-                    client.subscribe,
+                consumer = await client.subscribe(
                     topic_url(USER_DELETED),
                     self._subscription,
                     consumer_type=pulsar.ConsumerType.Shared,
                     negative_ack_redelivery_delay_ms=2000,
                 )
                 delay = 0.5
-                while not self._stopping:
-                    await self._next(consumer)
+                while True:
+                    await self._handle(consumer, await consumer.receive())
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -82,15 +81,10 @@ class UserDeletedConsumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
             finally:
-                if client is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.to_thread(client.close)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.close(), 5)
 
-    async def _next(self, consumer: pulsar.Consumer) -> None:
-        try:
-            message = await asyncio.to_thread(consumer.receive, 1000)
-        except pulsar.Timeout:
-            return
+    async def _handle(self, consumer: pulsar.asyncio.Consumer, message: pulsar.Message) -> None:
         try:
             event = events_pb2.UserDeleted.FromString(message.data())
             user_id = event.user.removeprefix("users/")
@@ -98,15 +92,15 @@ class UserDeletedConsumer:
                 raise ValueError("no user in the event")
         except Exception as error:  # never decodable: drop it, loudly
             _log.warning("undecodable user-deleted event dropped", error=type(error).__name__)
-            consumer.acknowledge(message)
+            await consumer.acknowledge(message)
             return
         try:
             await self._erase(user_id)
         except Exception as error:
             _log.warning("erasure failed; will retry", user_id=user_id, error=type(error).__name__)
-            consumer.negative_acknowledge(message)
+            await consumer.negative_acknowledge(message)
             return
-        consumer.acknowledge(message)
+        await consumer.acknowledge(message)
 
 
 def _quiet() -> pulsar.ConsoleLogger:
