@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from cassandra.cluster import Cluster
 from cassandra.cluster import Session as CqlSession
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from parley_core.cassandra import connect
 from parley_core.logging import configure_logging
@@ -52,10 +52,14 @@ async def open_data(
     default `settings.pulsar_url`)."""
     cluster, cql = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
     await migrate(cql, settings.keyspace, settings.replication_factor, migrations)
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
+    redis = Redis.from_pool(
+        BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=settings.redis_timeout_s,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
     )
     registry = CollectorRegistry()
     outbox = Outbox(cql, settings.keyspace)

@@ -47,6 +47,8 @@ class DataServiceSettings(ServiceSettings):
     redis_url: str = "redis://127.0.0.1:20040/0"
     #: Every Redis call gives up after this long (connect and each command).
     redis_timeout_s: float = 1.0
+    #: Redis connections at once; a call beyond them waits for one (up to redis_timeout_s).
+    redis_max_connections: int = Field(default=512, gt=0)
     pulsar_url: str = "pulsar://127.0.0.1:20050"
     #: How often the outbox relay looks for events it was not told about (another
     #: replica's, or ones a Pulsar outage left behind).

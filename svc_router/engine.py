@@ -111,15 +111,6 @@ class Routes(Protocol):
     async def open(self, model: CatalogModel, generation: Generation) -> RoutedStream: ...
 
 
-def title_of(text: str, limit: int = 60) -> str:
-    """A conversation's title from its first message: its first line, cut at a word."""
-    line = " ".join(text.split())
-    if len(line) <= limit:
-        return line or "New conversation"
-    cut = line[:limit].rsplit(" ", 1)[0] if " " in line[:limit] else line[:limit]
-    return cut.rstrip(" ,.;:") + "…"
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -142,7 +133,10 @@ class _Running:
     #: Events [0, logged) are in the turn log and may go to clients.
     logged: int = 0
     wake: asyncio.Future[None] | None = None
-    unlogged: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Told of every new event (the engine's log writer).
+    on_emit: Callable[[_Running], None] = field(default=lambda turn: None)
+    #: Another router closed the turn (it thought this one dead): nothing more is logged.
+    log_closed: bool = False
     followers: int = 0
     generation: asyncio.Task[None] | None = None
     task: asyncio.Task[None] | None = None
@@ -156,7 +150,7 @@ class _Running:
     def emit(self, kind: Started | Delta | Completed) -> TurnEvent:
         event = TurnEvent(sequence=len(self.events) + 1, time_ms=_now_ms(), kind=kind)
         self.events.append(event)
-        self.unlogged.set()
+        self.on_emit(self)
         return event
 
     def woken(self) -> asyncio.Future[None]:
@@ -228,11 +222,16 @@ class TurnEngine:
         self._running: dict[str, _Running] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        #: Turns with events not yet in the log, for the writer.
+        self._dirty: dict[str, _Running] = {}
+        self._dirty_signal = asyncio.Event()
 
     # Lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen_for_cancels(), name="turn-cancels")
+        self._writer = asyncio.create_task(self._write_logs(), name="turn-log-writer")
 
     async def close(self) -> None:
         """Stop: running turns end as failed (ROUTER_STOPPED) with what they generated."""
@@ -241,10 +240,11 @@ class TurnEngine:
         tasks = [t.task for t in self._running.values() if t.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=self._settings.shutdown_grace_s)
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        for task in (self._listener, self._writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for task in list(self._background):
             task.cancel()
 
@@ -372,47 +372,62 @@ class TurnEngine:
                 caller.token, f"models/{model.name}", derived_id("conversation", principal.user_id, send)
             )
         name = TurnName(principal.user_id, conversation.name.rsplit("/", 1)[1], turn_id)
-        if request.regenerate:
-            user_message = request.parent_message
-            await self._history.update(caller.token, conversation.name, active_message=user_message)
-        else:
-            user_message = await self._history.append(
-                caller.token,
-                conversation.name,
-                name=name.message(time_ordered_id()),
-                # No parent: the message follows the conversation's active message.
-                parent=request.parent_message or conversation.active_message,
-                author="user",
-                text=request.text,
-                request_id=derived_id("user-message", principal.user_id, send),
-                turn=str(name),
+        # The context so far: a new conversation has none; a send that follows the active
+        # message reads it while its message is being stored (the time to first token
+        # pays for one of the two); an edit or a regeneration reads it afterwards.
+        earlier: asyncio.Task[list[PathMessage]] | None = None
+        if new_conversation:
+            earlier = asyncio.create_task(_nothing())
+        elif not request.regenerate and not request.parent_message:
+            earlier = asyncio.create_task(self._history.active_path(caller.token, conversation.name))
+        try:
+            user_message = await self._store_question(caller, request, conversation, name, send)
+            record = TurnRecord(
+                name=name,
+                user_message_id=user_message.rsplit("/", 1)[1],
+                assistant_message_id=time_ordered_id(),
+                model=f"models/{model.name}",
+                tier=principal.tier,
+                api_key_id=principal.api_key_id,
             )
-        record = TurnRecord(
-            name=name,
-            user_message_id=user_message.rsplit("/", 1)[1],
-            assistant_message_id=time_ordered_id(),
-            model=f"models/{model.name}",
-            tier=principal.tier,
-            api_key_id=principal.api_key_id,
-        )
-        await self._log.open(record, self.instance, self._settings.lease_s)
-        turn = _Running(record=record, caller=caller, model=model, arrived=arrived)
+            await self._log.open(record, self.instance, self._settings.lease_s)
+        except BaseException:
+            if earlier is not None:
+                earlier.cancel()
+                await asyncio.gather(earlier, return_exceptions=True)
+            raise
+        turn = _Running(record=record, caller=caller, model=model, arrived=arrived, on_emit=self._unlogged)
         self._running[turn_id] = turn
-        turn.task = asyncio.create_task(
-            self._run(turn, conversation, new_conversation, request.text), name=f"turn-{turn_id}"
-        )
+        context = _ContextSoFar(conversation, earlier, PathMessage(user_message, "user", request.text))
+        turn.task = asyncio.create_task(self._run(turn, context), name=f"turn-{turn_id}")
         return name
+
+    async def _store_question(
+        self, caller: Caller, request: TurnRequest, conversation: ConversationInfo, name: TurnName, send: str
+    ) -> str:
+        """Store the user message (or, to regenerate, make the answered one active); its name."""
+        if request.regenerate:
+            await self._history.update(caller.token, conversation.name, active_message=request.parent_message)
+            return request.parent_message
+        return await self._history.append(
+            caller.token,
+            conversation.name,
+            name=name.message(time_ordered_id()),
+            # No parent: the message follows the conversation's active message.
+            parent=request.parent_message or conversation.active_message,
+            author="user",
+            text=request.text,
+            request_id=derived_id("user-message", caller.principal.user_id, send),
+            turn=str(name),
+        )
 
     # Run ------------------------------------------------------------------------------
 
-    async def _run(
-        self, turn: _Running, conversation: ConversationInfo, new_conversation: bool, text: str
-    ) -> None:
-        writer = asyncio.create_task(self._write_log(turn), name=f"turn-log-{turn.record.name.turn_id}")
+    async def _run(self, turn: _Running, context: _ContextSoFar) -> None:
         lease = asyncio.create_task(self._keep_lease(turn), name=f"turn-lease-{turn.record.name.turn_id}")
         outcome = _Outcome(model=turn.model)
         try:
-            turn.generation = asyncio.create_task(self._generate(turn, conversation, outcome))
+            turn.generation = asyncio.create_task(self._generate(turn, context, outcome))
             try:
                 async with asyncio.timeout(self._settings.turn_timeout_s):
                     await asyncio.shield(turn.generation)
@@ -437,15 +452,13 @@ class TurnEngine:
                 else:
                     _log.error("turn failed", turn=str(turn.record.name), error_type=type(error).__name__)
                     outcome.fail("INTERNAL", "the turn failed inside the router")
-            if new_conversation:  # before TurnCompleted, so a client then sees the title
-                await self._name_conversation(turn, conversation, text)
             await self._finish(turn, outcome)
         finally:
             turn.done = True
-            turn.unlogged.set()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await self._logged(turn)
+            turn.writer_done = True
             turn.mark_logged(turn.logged)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
             lease.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await lease
@@ -454,10 +467,23 @@ class TurnEngine:
             # Streams still reading get the rest from the log.
             self._running.pop(turn.record.name.turn_id, None)
 
-    async def _generate(self, turn: _Running, conversation: ConversationInfo, outcome: _Outcome) -> None:
-        caller, record = turn.caller, turn.record
-        path = await self._history.active_path(caller.token, conversation.name)
-        messages = [ChatMessage(role=m.author, content=m.text) for m in _up_to(path, record)]
+    async def _path(self, turn: _Running, context: _ContextSoFar) -> list[PathMessage]:
+        """The active path up to this turn's user message."""
+        conversation = context.conversation
+        if context.earlier is not None:
+            earlier = await context.earlier
+            if earlier and earlier[-1].name == context.message.name:
+                return earlier  # a retried send: its message was stored by the first try
+            # Read beside the store: usable when it ends where the new message was put.
+            if not earlier or earlier[-1].name == conversation.active_message:
+                return [*earlier, context.message]
+        path = await self._history.active_path(turn.caller.token, conversation.name)
+        return _up_to(path, turn.record)
+
+    async def _generate(self, turn: _Running, context: _ContextSoFar, outcome: _Outcome) -> None:
+        record, conversation = turn.record, context.conversation
+        path = await self._path(turn, context)
+        messages = [ChatMessage(role=m.author, content=m.text) for m in path]
         system_prompt = conversation.system_prompt or self._settings.default_system_prompt
         prompt = await self._prompts.build(turn.model, system_prompt, messages)
         outcome.input_tokens = prompt.prompt_tokens
@@ -576,41 +602,51 @@ class TurnEngine:
             name.user_id, record.tier, completed.input_tokens + completed.output_tokens
         )
 
-    async def _name_conversation(self, turn: _Running, conversation: ConversationInfo, text: str) -> None:
-        if conversation.title:
-            return
-        try:
-            await self._history.update(turn.caller.token, conversation.name, title=title_of(text))
-        except Exception as error:  # a title is a nicety; the turn itself is done
-            _log.warning("could not title the conversation", error_type=type(error).__name__)
+    def _unlogged(self, turn: _Running) -> None:
+        self._dirty[turn.record.name.turn_id] = turn
+        self._dirty_signal.set()
 
-    async def _write_log(self, turn: _Running) -> None:
-        """Append events to the turn log as they come, in batches, then let clients have them."""
-        turn_id = turn.record.name.turn_id
+    async def _logged(self, turn: _Running, timeout_s: float = 10.0) -> None:
+        """Wait until every event of the turn is in the log (or the log is closed to it)."""
+        async with asyncio.timeout(timeout_s):
+            while turn.logged < len(turn.events) and not turn.log_closed:
+                await turn.woken()
+
+    async def _write_logs(self) -> None:
+        """The one writer of this router's turn logs: whatever every turn emitted since the
+        last write goes to Redis in one round trip, then to the turns' readers. Under load a
+        write carries many turns' events; idle, each event goes at once."""
         while True:
-            await turn.unlogged.wait()
-            turn.unlogged.clear()
-            pending = turn.events[turn.logged :]
-            if pending:
-                try:
-                    await self._log.append(turn_id, *pending)
-                except SequenceTakenError:
+            await self._dirty_signal.wait()
+            self._dirty_signal.clear()
+            turns, self._dirty = list(self._dirty.values()), {}
+            work = [(t, t.events[t.logged :]) for t in turns if not t.log_closed and t.logged < len(t.events)]
+            if not work:
+                continue
+            try:
+                failures = await self._log.append_many(
+                    [(t.record.name.turn_id, pending) for t, pending in work]
+                )
+            except Exception as error:  # Redis away: keep everything and try again shortly
+                _log.warning("turn log write failed", turns=len(work), error_type=type(error).__name__)
+                failures = [error] * len(work)
+            retry = False
+            for (turn, pending), failure in zip(work, failures, strict=True):
+                if failure is None:
+                    turn.mark_logged(turn.logged + len(pending))
+                elif isinstance(failure, SequenceTakenError):
                     # A follower closed this turn as lost (this router looked dead): its
                     # ending stands, and ours goes no further.
                     _log.warning("turn closed by another router", turn=str(turn.record.name))
+                    turn.log_closed = True
                     self._stop(turn, "shutdown")
                     turn.mark_logged(turn.logged)
-                    return
-                except Exception as error:
-                    _log.warning("turn log write failed", turn=turn_id, error_type=type(error).__name__)
-                    await asyncio.sleep(0.2)
-                    turn.unlogged.set()
-                    continue
-                turn.mark_logged(turn.logged + len(pending))
-            if turn.done and turn.logged == len(turn.events):
-                turn.writer_done = True
-                turn.mark_logged(turn.logged)
-                return
+                else:
+                    self._dirty.setdefault(turn.record.name.turn_id, turn)
+                    retry = True
+            if retry:
+                await asyncio.sleep(0.2)
+                self._dirty_signal.set()
 
     async def _keep_lease(self, turn: _Running) -> None:
         every = self._settings.lease_s / 3
@@ -758,6 +794,21 @@ class TurnEngine:
             _log.warning("closed a turn whose router was lost", turn=str(record.name), events=len(logged))
         except SequenceTakenError:
             pass  # the turn's router (or another follower) logged first; read on
+
+
+@dataclass(frozen=True)
+class _ContextSoFar:
+    """What a turn knows of its context when it starts."""
+
+    conversation: ConversationInfo
+    #: The active path before this turn's message, being read (None: read it afterwards).
+    earlier: asyncio.Task[list[PathMessage]] | None
+    #: This turn's user message.
+    message: PathMessage
+
+
+async def _nothing() -> list[PathMessage]:
+    return []
 
 
 @dataclass

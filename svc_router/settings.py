@@ -61,6 +61,8 @@ class RouterSettings(DataServiceSettings):
     #: Triton's gRPC endpoint and the OpenAI-compatible endpoints catalog backends name.
     triton_target: str = "127.0.0.1:20071"
     openai_endpoints: dict[str, OpenAIEndpoint] = Field(default_factory=dict)
+    #: Streams open at once to the OpenAI-compatible endpoints (each holds a connection).
+    openai_max_connections: int = Field(default=2000, gt=0)
     #: The model catalog (docs/adr/0010-model-catalog.md).
     catalog_path: Path = REPO_ROOT / "model_repo" / "catalog.toml"
 

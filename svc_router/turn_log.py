@@ -151,26 +151,45 @@ class TurnLog:
 
     async def append(self, turn_id: str, *events: TurnEvent) -> None:
         """Log events (in sequence order); SequenceTakenError when one was already logged."""
-        if not events:
-            return
-        log = _key(turn_id, "log")
+        [failure] = await self.append_many([(turn_id, list(events))])
+        if failure is not None:
+            raise failure
+
+    async def append_many(self, batches: list[tuple[str, list[TurnEvent]]]) -> list[Exception | None]:
+        """Log several turns' events in one round trip; for each turn, None or what failed
+        (SequenceTakenError when one of its sequence numbers was already logged)."""
+        spans: list[tuple[int, int]] = []
         async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                pipe.xadd(
-                    log,
-                    {"e": encode_event(event)},
-                    id=f"0-{event.sequence}",
-                    maxlen=self._max_events,
-                    approximate=True,
-                )
-            pipe.expire(log, self._ttl_s)
-            pipe.expire(_key(turn_id, "record"), self._ttl_s)
+            commands = 0
+            for turn_id, events in batches:
+                log = _key(turn_id, "log")
+                first = commands
+                for event in events:
+                    pipe.xadd(
+                        log,
+                        {"e": encode_event(event)},
+                        id=f"0-{event.sequence}",
+                        maxlen=self._max_events,
+                        approximate=True,
+                    )
+                    commands += 1
+                # The log lives turn_log_ttl_s from its start and again from its end (a turn
+                # is much shorter than that); a TTL on every write would double the writes.
+                if events and (events[0].sequence == 1 or events[-1].final):
+                    pipe.expire(log, self._ttl_s)
+                    pipe.expire(_key(turn_id, "record"), self._ttl_s)
+                    commands += 2
+                spans.append((first, commands))
             replies = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                if "equal or smaller" in str(reply):
-                    raise SequenceTakenError(turn_id)
-                raise reply
+        failures: list[Exception | None] = []
+        for (turn_id, _events), (start, end) in zip(batches, spans, strict=True):
+            failure: Exception | None = None
+            for reply in replies[start:end]:
+                if isinstance(reply, ResponseError):
+                    failure = SequenceTakenError(turn_id) if "equal or smaller" in str(reply) else reply
+                    break
+            failures.append(failure)
+        return failures
 
     async def read(self, turn_id: str, after: int, count: int = 1000) -> list[TurnEvent]:
         """Logged events with a sequence above after, oldest first, at most count."""

@@ -191,7 +191,13 @@ class ModelRoutes:
         self._owns_http = http is None
         self._triton = triton
         # No read timeout: the router times the first token and the gaps itself.
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=None, pool=settings.first_token_timeout_s),
+            # One connection per stream: httpx's default of 100 would queue the 101st turn.
+            limits=httpx.Limits(
+                max_connections=settings.openai_max_connections, max_keepalive_connections=100
+            ),
+        )
         self._routes: dict[str, tuple[Backend, ...]] = {}
         self._by_key: dict[str, Backend] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
