@@ -180,8 +180,9 @@ class Messages:
         conversation_id = conversation.conversation_id
         children = self._store.children(conversation_id, message.parent_id)
         if first or await self._store.node(conversation_id, message.message_id) is None:
-            await self._store.insert(message)
-            await self._events.message_created(message)
+            # The message and its event first (together), then its node: the node says
+            # both are written, for a retry that finds this half-done.
+            await _together(self._store.insert(message), self._events.message_created(message))
             await self._store.add_node(message)
             title = conversation.title
             if not title and message.author == "user":

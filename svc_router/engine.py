@@ -51,6 +51,9 @@ from svc_router.turns import (
 
 _log = structlog.get_logger("svc_router.turns")
 
+#: How long an idempotency key names a turn that is still being stored (then the full TTL).
+_STARTING_CLAIM_S = 30
+
 #: The longest one XREAD of a follower blocks before it looks at the turn's lease again.
 _FOLLOW_BLOCK_MS = 1000
 
@@ -345,15 +348,20 @@ class TurnEngine:
         await self._admission.admit(user_id, principal.tier)
         turn_id = str(uuid.uuid4())
         if key:
-            claimed = await self._log.claim_key(user_id, key, turn_id, self._settings.idempotency_ttl_s)
+            # Held briefly until the turn is stored: a router that dies in between frees the
+            # key soon, and the retry finds the user message history kept for this key.
+            claimed = await self._log.claim_key(user_id, key, turn_id, _STARTING_CLAIM_S)
             if claimed != turn_id:
                 return await self._existing(caller, claimed)
         try:
-            return await self._store_and_start(caller, request, model, conversation, turn_id, arrived)
+            name = await self._store_and_start(caller, request, model, conversation, turn_id, arrived)
         except BaseException:
             if key:
                 await self._log.release_key(user_id, key, turn_id)
             raise
+        if key:
+            await self._log.keep_key(user_id, key, self._settings.idempotency_ttl_s)
+        return name
 
     async def _store_and_start(
         self,

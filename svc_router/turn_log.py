@@ -110,6 +110,10 @@ class TurnLog:
         found = await self._redis.get(name)
         return found.decode() if isinstance(found, bytes) else str(found)
 
+    async def keep_key(self, user_id: str, key: str, ttl_s: int) -> None:
+        """Keep key naming its turn for ttl_s (once the turn is stored)."""
+        await self._redis.expire(self._idempotency_key(user_id, key), ttl_s)
+
     async def release_key(self, user_id: str, key: str, turn_id: str) -> None:
         """Forget key when it still names turn_id (the turn failed before it was stored)."""
         name = self._idempotency_key(user_id, key)
