@@ -6,6 +6,10 @@ with no choices when the server honours `stream_options.include_usage` (OpenAI, 
 llama-cpp-python's server (0.3.36, the local stack's) ignores `stream_options` and sends no
 usage when streaming; then the completion is counted as the pieces received (that server
 sends one chunk per token) and the prompt as 0 tokens, since only the server could count it.
+
+The events are read as bytes, one line at a time (aiohttp splits on "\\n"; a "\\r" before
+it is stripped with the other whitespace), and only `data:` lines are decoded, by the JSON
+parser itself: the per-token cost is one line read and one `json.loads`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import json
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Literal
 
-import httpx
+import aiohttp
+from aiohttp.http_exceptions import LineTooLong
 
 from svc_router.backends._base import BackendError, BackendEvent, BackendHealth, Finish, Generation, Piece
 
@@ -23,18 +28,20 @@ from svc_router.backends._base import BackendError, BackendEvent, BackendHealth,
 _RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 #: How much of an error body goes into the log.
 _DETAIL_BYTES = 500
+_DATA = b"data:"
+_DONE = b"[DONE]"
 
 
 class OpenAIBackend:
     """One model of one OpenAI-compatible endpoint.
 
     `http` is shared by every backend and owned by whoever made it (`close()` leaves it
-    open); its timeouts apply to connecting and to each read.
+    open); its timeouts apply to each request. The probe has its own (`probe_timeout_s`).
     """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         base_url: str,
         api_key: str | None,
         model: str,
@@ -49,14 +56,14 @@ class OpenAIBackend:
         self.model = model
         self.parameters = dict(parameters or {})
         self._key = key or f"openai/{model}"
-        self._probe_timeout_s = probe_timeout_s
+        self._probe_timeout = aiohttp.ClientTimeout(total=probe_timeout_s)
 
     @property
     def key(self) -> str:
         return self._key
 
     async def stream(self, generation: Generation) -> AsyncGenerator[BackendEvent, None]:
-        """Pieces, then one Finish; closing the generator early closes the HTTP response."""
+        """Pieces, then one Finish; closing the generator early closes the HTTP connection."""
         body: dict[str, Any] = {
             # The catalog's extra fields first, so that none can replace what the router sends.
             **self.parameters,
@@ -70,28 +77,41 @@ class OpenAIBackend:
         # to one that is not a UUID. The router's logs name the request id with this key.
         url = f"{self.base_url}/chat/completions"
         try:
-            async with self._http.stream("POST", url, json=body, headers=self._headers) as response:
-                if response.status_code != 200:
+            async with self._http.post(url, json=body, headers=self._headers) as response:
+                if response.status != 200:
                     raise await self._status_error(response)
-                async with contextlib.aclosing(self._events(response)) as events:
-                    async for event in events:
-                        yield event
-        except httpx.HTTPError as error:
+                finished = False
+                try:
+                    async with contextlib.aclosing(self._events(response)) as events:
+                        async for event in events:
+                            finished = isinstance(event, Finish)
+                            yield event
+                finally:
+                    if not finished:
+                        # Closed early, cancelled or failed: drop the connection, so that the
+                        # server sees the client leave and stops generating. After the Finish,
+                        # leaving the block returns a fully read connection to the pool.
+                        response.close()
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise BackendError(
                 "the model is unavailable", detail=f"{self._key}: {type(error).__name__}: {error}"
             ) from None
+        except LineTooLong as error:
+            raise BackendError(
+                "the model sent an answer that could not be read", detail=f"{self._key}: {error}"
+            ) from None
 
-    async def _events(self, response: httpx.Response) -> AsyncGenerator[BackendEvent, None]:
+    async def _events(self, response: aiohttp.ClientResponse) -> AsyncGenerator[BackendEvent, None]:
         pieces = 0
         reason: Literal["stop", "length"] | None = None
         usage: Mapping[str, Any] | None = None
-        async for line in response.aiter_lines():
+        async for line in response.content:
             # Server-sent events: "data:" lines carry the chunks; comments (":"), "event:"
             # and "id:" lines, and the blank lines between events carry nothing for us.
-            if not line.startswith("data:"):
+            if not line.startswith(_DATA):
                 continue
-            data = line.removeprefix("data:").strip()
-            if data == "[DONE]":
+            data = line[len(_DATA) :].strip()
+            if data == _DONE:
                 break
             chunk = self._chunk(data)
             if chunk.get("usage"):
@@ -118,18 +138,18 @@ class OpenAIBackend:
             completion_tokens=int(usage.get("completion_tokens", pieces)) if usage else pieces,
         )
 
-    def _chunk(self, data: str) -> Mapping[str, Any]:
+    def _chunk(self, data: bytes) -> Mapping[str, Any]:
         try:
             chunk = json.loads(data)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or not UTF-8
             raise BackendError(
                 "the model sent an answer that could not be read",
-                detail=f"{self._key}: not JSON: {data[:_DETAIL_BYTES]!r}",
+                detail=f"{self._key}: not JSON: {_text(data)!r}",
             ) from None
         if not isinstance(chunk, dict):
             raise BackendError(
                 "the model sent an answer that could not be read",
-                detail=f"{self._key}: not an object: {data[:_DETAIL_BYTES]!r}",
+                detail=f"{self._key}: not an object: {_text(data)!r}",
             )
         if chunk.get("error"):
             # Some servers report an error inside an open stream (vLLM, hosted providers).
@@ -139,10 +159,14 @@ class OpenAIBackend:
             )
         return chunk
 
-    async def _status_error(self, response: httpx.Response) -> BackendError:
-        body = (await response.aread())[:_DETAIL_BYTES].decode("utf-8", errors="replace")
-        status = response.status_code
-        detail = f"{self._key}: HTTP {status}: {body}"
+    async def _status_error(self, response: aiohttp.ClientResponse) -> BackendError:
+        # The start of the body is enough for the log; the rest is never read (the
+        # connection is closed, not reused, when the response is left unread).
+        body = b""
+        while len(body) < _DETAIL_BYTES and (more := await response.content.read(_DETAIL_BYTES - len(body))):
+            body += more
+        status = response.status
+        detail = f"{self._key}: HTTP {status}: {_text(body)}"
         if 400 <= status < 500 and status not in _RETRYABLE_4XX:
             return BackendError("the model cannot serve this request", detail=detail, retryable=False)
         return BackendError("the model is unavailable", detail=detail)
@@ -150,15 +174,18 @@ class OpenAIBackend:
     async def probe(self) -> BackendHealth:
         """Whether the endpoint answers `GET /models` and lists the model."""
         try:
-            response = await self._http.get(
-                f"{self.base_url}/models", headers=self._headers, timeout=self._probe_timeout_s
-            )
-        except httpx.HTTPError as error:
+            async with self._http.get(
+                f"{self.base_url}/models", headers=self._headers, timeout=self._probe_timeout
+            ) as response:
+                if response.status != 200:
+                    return BackendHealth(
+                        ready=False, detail=f"{self._key}: GET /models: HTTP {response.status}"
+                    )
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as error:
             return BackendHealth(ready=False, detail=f"{self._key}: {type(error).__name__}: {error}")
-        if response.status_code != 200:
-            return BackendHealth(ready=False, detail=f"{self._key}: GET /models: HTTP {response.status_code}")
         try:
-            listed = {entry["id"] for entry in response.json()["data"]}
+            listed = {entry["id"] for entry in json.loads(body)["data"]}
         except (ValueError, KeyError, TypeError):
             return BackendHealth(ready=False, detail=f"{self._key}: GET /models: not a model list")
         if self.model not in listed:
@@ -166,4 +193,9 @@ class OpenAIBackend:
         return BackendHealth(ready=True)
 
     async def close(self) -> None:
-        """Nothing to release: the shared HTTP client is closed by its owner."""
+        """Nothing to release: the shared HTTP session is closed by its owner."""
+
+
+def _text(data: bytes) -> str:
+    """The start of a body or line, for a log line."""
+    return data[:_DETAIL_BYTES].decode("utf-8", errors="replace")

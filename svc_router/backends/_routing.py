@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from typing import Literal
 
-import httpx
+import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from tritonclient.grpc.aio import InferenceServerClient
@@ -168,10 +168,11 @@ class RoutedStream:
 class ModelRoutes:
     """Every catalog model's backends, their breakers and health, built from the settings.
 
-    Build it on the event loop (it opens the gRPC channel to Triton), `start()` the health
-    probes, `close()` at shutdown. Triton backends share one client per target; OpenAI
-    backends share one HTTP client. Tests may pass their own clients (then `close()` leaves
-    them open) and a clock for the breakers.
+    Build it on the event loop (it opens the gRPC channel to Triton and the HTTP session),
+    `start()` the health probes, `close()` at shutdown. Triton backends share one client per
+    target; OpenAI backends share one aiohttp session, made only when the catalog has one.
+    Tests may pass their own clients (then `close()` leaves them open) and a clock for the
+    breakers.
     """
 
     def __init__(
@@ -182,7 +183,7 @@ class ModelRoutes:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
         triton: InferenceServerClient | None = None,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
     ) -> None:
         self.catalog = catalog
         self._settings = settings
@@ -190,19 +191,21 @@ class ModelRoutes:
         self._owns_triton = triton is None
         self._owns_http = http is None
         self._triton = triton
-        # No read timeout: the router times the first token and the gaps itself.
-        self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(10.0, read=None, pool=settings.first_token_timeout_s),
-            # One connection per stream: httpx's default of 100 would queue the 101st turn.
-            limits=httpx.Limits(
-                max_connections=settings.openai_max_connections, max_keepalive_connections=100
-            ),
-        )
+        self._http = http
         self._routes: dict[str, tuple[Backend, ...]] = {}
         self._by_key: dict[str, Backend] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
         self._probes: dict[str, BackendHealth] = {}
         self._health_task: asyncio.Task[None] | None = None
+        # Every endpoint is checked before anything is opened, so that a refused catalog
+        # leaves no session behind.
+        for model in catalog.models:
+            for entry in model.backends:
+                if isinstance(entry, OpenAIEntry) and entry.endpoint not in settings.openai_endpoints:
+                    raise ValueError(
+                        f"the catalog's backend {entry.key} names the endpoint {entry.endpoint!r}, "
+                        f"which the settings' openai_endpoints do not define"
+                    )
         for model in catalog.models:
             self._routes[model.name] = tuple(self._backend(entry) for entry in model.backends)
         for key in self._by_key:
@@ -215,12 +218,9 @@ class ModelRoutes:
                 self._triton = InferenceServerClient(self._settings.triton_target)
             backend = TritonBackend(self._triton, entry.model, entry.parameters, entry.key)
         else:
-            endpoint = self._settings.openai_endpoints.get(entry.endpoint)
-            if endpoint is None:
-                raise ValueError(
-                    f"the catalog's backend {entry.key} names the endpoint {entry.endpoint!r}, "
-                    f"which the settings' openai_endpoints do not define"
-                )
+            if self._http is None:
+                self._http = _http_session(self._settings)
+            endpoint = self._settings.openai_endpoints[entry.endpoint]
             api_key = endpoint.api_key.get_secret_value() if endpoint.api_key else None
             backend = OpenAIBackend(
                 self._http, endpoint.base_url, api_key, entry.model, entry.parameters, entry.key
@@ -399,8 +399,29 @@ class ModelRoutes:
             await backend.close()
         if self._owns_triton and self._triton is not None:
             await self._triton.close()
-        if self._owns_http:
-            await self._http.aclose()
+        if self._owns_http and self._http is not None:
+            await self._http.close()
+
+
+def _http_session(settings: RouterSettings) -> aiohttp.ClientSession:
+    """The OpenAI backends' session: one connection per stream, up to `openai_max_connections`."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=settings.openai_max_connections,
+            # Under the 5 s that servers commonly keep an idle connection (uvicorn's), so that
+            # a stream is not sent on a connection the server is closing: a POST is not retried.
+            keepalive_timeout=4.0,
+        ),
+        timeout=aiohttp.ClientTimeout(
+            # No total or read timeout: the router times the first token and the gaps itself.
+            total=None,
+            sock_read=None,
+            # Waiting for a free connection and connecting, together (aiohttp's "connect"),
+            # as long as a first token may take; connecting alone, 10 s.
+            connect=settings.first_token_timeout_s,
+            sock_connect=10.0,
+        ),
+    )
 
 
 async def _close(events: AsyncIterator[BackendEvent]) -> None:
