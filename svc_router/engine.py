@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -53,6 +53,16 @@ _log = structlog.get_logger("svc_router.turns")
 
 #: How long an idempotency key names a turn that is still being stored (then the full TTL).
 _STARTING_CLAIM_S = 30
+
+#: Refusals from svc_history that a retry cannot change.
+_FINAL_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
 
 #: The longest one XREAD of a follower blocks before it looks at the turn's lease again.
 _FOLLOW_BLOCK_MS = 1000
@@ -551,26 +561,14 @@ class TurnEngine:
             turn.emit(self._started(record, outcome.model))
         completed = outcome.completed()
         text = "".join(e.kind.text for e in turn.events if isinstance(e.kind, Delta))
-        for attempt in range(4):
-            try:
-                await self._store_answer(turn.caller, record, outcome.model, completed, text)
-                break
-            except Exception as error:  # history or Cassandra briefly away: the writes are idempotent
-                _log.warning(
-                    "storing the answer failed",
-                    turn=str(record.name),
-                    attempt=attempt,
-                    error_type=type(error).__name__,
-                )
-                if attempt == 3:
-                    completed = replace(
-                        completed,
-                        finish_reason="error",
-                        error_reason="ANSWER_NOT_STORED",
-                        error_message="the answer could not be stored; it is in the turn log for an hour",
-                    )
-                else:
-                    await asyncio.sleep(0.5 * 2**attempt)
+        if not await self._store_answer(turn.caller, record, outcome.model, completed, text):
+            completed = replace(
+                completed,
+                finish_reason="error",
+                error_reason="ANSWER_NOT_STORED",
+                error_message="the answer could not be stored; it is in the turn log for an hour",
+            )
+        await self._bill(record, outcome.model, completed)
         turn.emit(completed)
         self._metrics.turns.labels(outcome.model.name, completed.finish_reason).inc()
         self._metrics.tokens.labels(outcome.model.name, "input").inc(completed.input_tokens)
@@ -587,28 +585,42 @@ class TurnEngine:
 
     async def _store_answer(
         self, caller: Caller, record: TurnRecord, model: CatalogModel, completed: Completed, text: str
-    ) -> None:
+    ) -> bool:
+        """Store the answer with its usage and state; False when history would not have it."""
         state = {"stop": "complete", "max_tokens": "complete", "cancelled": "cancelled"}.get(
             completed.finish_reason, "failed"
         )
         name = record.name
-        await self._history.append(
-            caller.token,
-            name.conversation,
-            name=name.message(record.assistant_message_id),
-            parent=name.message(record.user_message_id),
-            author="assistant",
-            text=text,
-            request_id=derived_id("assistant-message", str(name)),
-            model=f"models/{model.name}",
-            state=state,  # type: ignore[arg-type]
-            usage=(completed.input_tokens, completed.output_tokens),
-            turn=str(name),
+        return await _retried(
+            "storing the answer",
+            str(name),
+            lambda: self._history.append(
+                caller.token,
+                name.conversation,
+                name=name.message(record.assistant_message_id),
+                parent=name.message(record.user_message_id),
+                author="assistant",
+                text=text,
+                request_id=derived_id("assistant-message", str(name)),
+                model=f"models/{model.name}",
+                state=state,  # type: ignore[arg-type]
+                usage=(completed.input_tokens, completed.output_tokens),
+                turn=str(name),
+            ),
         )
-        await self._usage.turn_completed(record, f"models/{model.name}", completed)
-        await self._admission.charge(
-            name.user_id, record.tier, completed.input_tokens + completed.output_tokens
+
+    async def _bill(self, record: TurnRecord, model: CatalogModel, completed: Completed) -> None:
+        """TurnCompleted into the outbox (the ledger bills it) and the tokens off the quota:
+        whatever became of the answer, what the model did is billed."""
+        await _retried(
+            "writing the usage event",
+            str(record.name),
+            lambda: self._usage.turn_completed(record, f"models/{model.name}", completed),
         )
+        with contextlib.suppress(Exception):  # the quota is a guard; the ledger is the account
+            await self._admission.charge(
+                record.name.user_id, record.tier, completed.input_tokens + completed.output_tokens
+            )
 
     def _unlogged(self, turn: _Running) -> None:
         self._dirty[turn.record.name.turn_id] = turn
@@ -791,6 +803,7 @@ class TurnEngine:
             error_reason="ROUTER_LOST",
         )
         await self._store_answer(caller, record, model, completed, "".join(d.text for d in deltas))
+        await self._bill(record, model, completed)
         events: list[TurnEvent] = []
         sequence = logged[-1].sequence if logged else 0
         if not any(isinstance(e.kind, Started) for e in logged):
@@ -893,6 +906,29 @@ class _Coalescer:
             self._turn.emit(Delta("".join(self._texts), self._tokens))
             self._texts, self._tokens = [], 0
             self._last = asyncio.get_running_loop().time()
+
+
+async def _retried(what: str, turn: str, attempt: Callable[[], Awaitable[object]], tries: int = 4) -> bool:
+    """Run an idempotent write, retrying what may pass (a dependency briefly away); False
+    when it never succeeded or was refused for good."""
+    for number in range(tries):
+        try:
+            await attempt()
+            return True
+        except Exception as error:
+            final = isinstance(error, RpcError) and error.code in _FINAL_CODES
+            _log.warning(
+                f"{what} failed",
+                turn=turn,
+                attempt=number,
+                error_type=type(error).__name__,
+                reason=error.reason if isinstance(error, RpcError) else "",
+            )
+            if final:
+                return False
+            if number < tries - 1:
+                await asyncio.sleep(0.5 * 2**number)
+    return False
 
 
 def _exception(task: asyncio.Task[None]) -> BaseException | None:

@@ -4,11 +4,12 @@ Triton, with svc_session (tokens, service identity) and svc_history (in-process)
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import pulsar
 import pytest
 
 from parley_core.ratelimit import BucketSize
@@ -29,6 +30,7 @@ from tests.integration.history.conftest import (  # noqa: F401
     people,
     pulsar_client,
 )
+from tests.integration.history.helpers import EventTap
 from tests.integration.session.conftest import ROUTER_SECRET, mailbox, session_app, session_servers  # noqa: F401
 
 if TYPE_CHECKING:
@@ -139,6 +141,14 @@ async def chat(router_app: RouterApp) -> AsyncIterator[ChatServiceAsyncStub]:
 async def history(history_app: HistoryApp) -> AsyncIterator[HistoryServiceAsyncStub]:  # noqa: F811
     async with grpc.aio.insecure_channel(f"127.0.0.1:{history_app.port}") as channel:
         yield history_stub(channel)
+
+
+@pytest.fixture
+def usage_tap(pulsar_client: pulsar.Client) -> Iterator[EventTap]:  # noqa: F811
+    """TurnCompleted events published from now on."""
+    tap = EventTap(pulsar_client, "usage")
+    yield tap
+    tap.close()
 
 
 def write_catalog(directory: Path, body: str) -> Path:

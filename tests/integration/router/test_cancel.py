@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pulsar
 import pytest
 
 from parley.chat.v1 import chat_pb2 as pb
@@ -40,13 +39,6 @@ async def cancelled_after(log: Path, turn: str, timeout_s: float = 10.0) -> int:
             return int(found.group(1))
         await asyncio.sleep(0.1)
     raise AssertionError(f"parley-scripted never saw a cancel of {turn}")
-
-
-@pytest.fixture
-def usage_tap(pulsar_client: pulsar.Client) -> Iterator[EventTap]:
-    tap = EventTap(pulsar_client, "usage")
-    yield tap
-    tap.close()
 
 
 async def _read_until_deltas(

@@ -17,7 +17,7 @@ from parley_core.stubs import chat_stub
 from svc_router.settings import TierLimits
 from tests.integration.history.helpers import Person
 from tests.integration.router.conftest import ROOMY
-from tests.integration.router.helpers import send, turn_input
+from tests.integration.router.helpers import collect, send, turn_input
 
 if TYPE_CHECKING:
     from parley.chat.v1.chat_pb2_grpc import ChatServiceAsyncStub
@@ -195,3 +195,18 @@ async def test_a_used_up_token_quota_is_refused_before_anything_is_written(
         assert _reason(error) == "TOKEN_QUOTA_EXCEEDED"
 
     assert await _stored(history, bob) == before
+
+
+async def test_a_users_token_cannot_carry_another_users_token_to_act_as_them(
+    chat: ChatServiceAsyncStub, history: HistoryServiceAsyncStub, alice: Person, bob: Person
+) -> None:
+    # The header a service uses to act for a user, sent by a user: never obeyed. The
+    # router takes no service calls, so it serves bob as bob.
+    before = await _stored(history, alice)
+    spoofed = (*bob.md, ("x-parley-user-token", alice.token))
+    transcript = await collect(
+        chat.StreamTurn(pb.StreamTurnRequest(input=turn_input("as alice")), metadata=spoofed)
+    )
+
+    assert transcript.turn.startswith(f"users/{bob.user_id}/")
+    assert await _stored(history, alice) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -9,10 +10,11 @@ import grpc
 import pytest
 
 from parley.chat.v1 import chat_pb2 as pb
+from parley.events.v1 import events_pb2
 from parley.history.v1 import history_pb2 as hpb
 from parley_core.stubs import chat_stub
-from tests.integration.history.helpers import Person
-from tests.integration.router.helpers import send
+from tests.integration.history.helpers import EventTap, Person, keyed
+from tests.integration.router.helpers import Transcript, send, turn_input
 
 if TYPE_CHECKING:
     from parley.chat.v1.chat_pb2_grpc import ChatServiceAsyncStub
@@ -141,3 +143,52 @@ async def test_coalescing_sends_fewer_deltas_with_the_same_text_and_contiguous_s
     assert len(deltas) < 100  # 200 tokens in about half a second, at most one delta per 50 ms
     assert coalesced.sequences == list(range(1, len(coalesced.events) + 1))
     assert coalesced.completed.usage.output_tokens == 200
+
+
+async def test_a_client_that_reads_nothing_holds_up_neither_the_model_nor_other_clients(
+    chat: ChatServiceAsyncStub, history: HistoryServiceAsyncStub, alice: Person, bob: Person
+) -> None:
+    # Alice's turn streams 500 tokens (about 85 KB of events: more than an HTTP/2 window) as
+    # fast as the model makes them; she reads one event.
+    flood = "pour it all out [scripted tokens_per_second=0 reply_tokens=500]"
+    stalled = chat.StreamTurn(pb.StreamTurnRequest(input=turn_input(flood)), metadata=alice.md)
+    read = await stalled.read()
+    assert isinstance(read, pb.StreamTurnResponse)
+    first = read
+    assert first.event.WhichOneof("kind") == "started"
+
+    # Bob is served meanwhile, and Alice's answer is generated and stored whole.
+    assert (await send(chat, bob, "am I served?")).text == "you said: am I served?"
+    conversation = first.event.turn.rsplit("/turns/", 1)[0]
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        stored = [m for m in await _path(history, alice, conversation) if m.author == hpb.AUTHOR_ASSISTANT]
+        if stored:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "alice's answer was never stored"
+        await asyncio.sleep(0.2)
+    assert stored[0].state == hpb.MESSAGE_STATE_COMPLETE
+    assert stored[0].usage.output_tokens == 500
+    # And she can still read all of it, in order.
+    rest = Transcript([first.event])
+    while isinstance(response := await stalled.read(), pb.StreamTurnResponse):
+        rest.events.append(response.event)
+    assert rest.sequences == list(range(1, len(rest.events) + 1))
+    assert len(rest.text.split()) == 500
+
+
+async def test_an_answer_history_refuses_ends_the_turn_as_failed_and_is_billed_all_the_same(
+    chat: ChatServiceAsyncStub, alice: Person, usage_tap: EventTap
+) -> None:
+    # The test run's history keeps at most 4,000 characters a message; this answer is longer.
+    transcript = await send(
+        chat, alice, "extraordinarily magnificent adventures [scripted tokens_per_second=0 reply_tokens=1000]"
+    )
+
+    completed = transcript.completed
+    assert completed.finish_reason == pb.FINISH_REASON_ERROR
+    assert completed.error_reason == "ANSWER_NOT_STORED"
+    assert completed.usage.output_tokens == 1000
+    [published] = await usage_tap.take(keyed(alice.user_id), 1)
+    event = events_pb2.TurnCompleted.FromString(published.data())
+    assert (event.turn, event.usage.output_tokens, event.finish_reason) == (transcript.turn, 1000, "error")
