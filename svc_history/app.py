@@ -111,6 +111,9 @@ class HistoryApp:
             PUBLIC_METHODS,
             internal_methods=INTERNAL_METHODS,
             service_verifier=JwtVerifier(keys, settings.issuer, settings.internal_audience),
+            on_behalf_verifier=JwtVerifier(
+                keys, settings.issuer, settings.audience, revocations, leeway_s=settings.on_behalf_leeway_s
+            ),
             registry=registry,
         )
 

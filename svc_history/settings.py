@@ -38,6 +38,11 @@ class HistorySettings(DataServiceSettings):
 
     keyspace: str = "parley_history"
 
+    #: How long past its `exp` a user's token is still taken when a service calls for the
+    #: user (a chat turn stores its answer up to svc_router's turn_timeout_s after the
+    #: token was checked); revocations still apply. Users' own calls get no such leeway.
+    on_behalf_leeway_s: int = Field(default=15 * 60, ge=0)
+
     #: The key (32 random bytes, base64url) that signs page tokens and seals share tokens
     #: kept for retried creates. Every replica must have the same one. Required.
     page_token_key: SecretStr | None = None

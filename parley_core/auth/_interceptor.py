@@ -79,12 +79,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         *,
         internal_methods: Collection[str] = (),
         service_verifier: JwtVerifier | None = None,
+        on_behalf_verifier: JwtVerifier | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         if internal_methods and service_verifier is None:
             raise ValueError("internal methods need a service_verifier (the internal audience)")
         self._verifier = verifier
         self._service_verifier = service_verifier
+        # The user's token in a service's call: a chat turn's last writes come up to its
+        # length after the token was checked at the turn's start, so that verifier may
+        # allow a longer leeway past `exp` (every revocation check still applies).
+        self._on_behalf_verifier = on_behalf_verifier or verifier
         self._public = frozenset(public_methods)
         self._internal = frozenset(internal_methods)
         self.failures = Counter(
@@ -140,7 +145,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         caller = await self._service_verifier.verify(service_token)
         if not caller.service or caller.user_id != f"services/{caller.service}":
             raise unauthenticated("authorization must carry a service token here", "INVALID_TOKEN")
-        user = await self._verifier.verify(user_token)
+        user = await self._on_behalf_verifier.verify(user_token)
         return replace(user, service=caller.service)
 
     def _refusal(

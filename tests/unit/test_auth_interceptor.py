@@ -91,13 +91,16 @@ class Server:
         return values[0] if values else 0.0
 
 
-async def _serve(keys: Any, *, internal: bool = False) -> Server:
+async def _serve(keys: Any, *, internal: bool = False, on_behalf_leeway_s: int | None = None) -> Server:
     registry = CollectorRegistry()
     interceptor = AuthInterceptor(
         JwtVerifier(keys, ISSUER, AUDIENCE),
         public_methods=(),
         internal_methods={WHO_AM_I} if internal else (),
         service_verifier=JwtVerifier(keys, ISSUER, INTERNAL_AUDIENCE),
+        on_behalf_verifier=None
+        if on_behalf_leeway_s is None
+        else JwtVerifier(keys, ISSUER, AUDIENCE, leeway_s=on_behalf_leeway_s),
         registry=registry,
     )
 
@@ -280,3 +283,22 @@ def test_internal_methods_need_a_service_verifier() -> None:
         AuthInterceptor(
             JwtVerifier(StaticKeySource(PUBLIC), ISSUER, AUDIENCE), (), internal_methods={WHO_AM_I}
         )
+
+
+async def test_a_service_may_carry_a_users_token_past_its_exp_within_the_on_behalf_leeway() -> None:
+    # A chat turn stores its answer minutes after the user's token was checked.
+    server = await _serve(StaticKeySource(PUBLIC), internal=True, on_behalf_leeway_s=900)
+    expired = sign(sub="ada", exp=int(time.time()) - 300, iat=int(time.time()) - 1200)
+    long_expired = sign(sub="ada", exp=int(time.time()) - 1000, iat=int(time.time()) - 2000)
+    try:
+        reply = await _call(server, service_token(), expired)
+        with pytest.raises(grpc.aio.AioRpcError) as alone:
+            await _call(server, expired)  # the user's own call: no such leeway
+        with pytest.raises(grpc.aio.AioRpcError) as too_old:
+            await _call(server, service_token(), long_expired)
+    finally:
+        await server.running.stop()
+
+    assert (reply.user.name, reply.user.display_name) == ("users/ada", "svc_router")
+    assert alone.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert too_old.value.code() == grpc.StatusCode.UNAUTHENTICATED
