@@ -54,9 +54,7 @@ What each number means:
   TTFT), after a warm-up; RSS growth of the proxy's process over their count, KiB per
   stream. Measured before the load phases, and once per process (a second measure in the
   same process reuses what the first freed): the router's with `parley-openai`, beside
-  LiteLLM on the same backend. Default 90 streams: the router's OpenAI client holds at most
-  100 connections (httpx's default pool), and the 101st concurrent turn to one endpoint
-  waits for one, then fails.
+  LiteLLM on the same backend.
 - `cpu_s`: CPU seconds of each process (its children included: Triton's model stub) inside
   each window, from /proc; `client` is this process. `backend_direct` in `saturation` is
   scripted-openai's own throughput straight from this client, so a reader can see that the
@@ -1147,9 +1145,7 @@ def main() -> None:
     parser.add_argument("--sweep-pace", type=float, default=10.0, help="tokens/s of one stream (sweep)")
     parser.add_argument("--sweep-reply-tokens", type=int, default=100)
     parser.add_argument("--sweep-s", type=float, default=4.0, help="seconds of one sweep window")
-    parser.add_argument(
-        "--idle-streams", type=int, default=90, help="0 skips; under 100: the router's OpenAI pool holds 100"
-    )
+    parser.add_argument("--idle-streams", type=int, default=200, help="0 skips")
     parser.add_argument("--users", type=int, default=8, help="Parley users the streams take turns as")
     parser.add_argument("--turns-per-conversation", type=int, default=10)
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running")
