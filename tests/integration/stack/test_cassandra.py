@@ -7,6 +7,7 @@ and stop nodes to show what QUORUM does and does not survive.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +74,24 @@ def test_quorum_write_is_read_back_on_one_node(local_stack: LocalStack) -> None:
         assert _get(session, "stack_test_single", key) == "hello"
 
 
+def _wait_for_ring(stack: LocalStack, nodes: int, timeout_s: float = 180.0) -> None:
+    """Until the first node sees the others up and every node has its schema: each node is
+    ready on its own before gossip has joined them (slowly, on a busy machine), and DDL
+    sent then is not seen by the nodes that have not joined."""
+    host, port = stack.endpoint("cassandra-1", "cql")
+    deadline = time.monotonic() + timeout_s
+    with _session(host, port) as session:
+        while True:
+            local = session.execute("SELECT schema_version FROM system.local").one()
+            peers = list(session.execute("SELECT peer, schema_version FROM system.peers"))
+            versions = {local.schema_version, *(p.schema_version for p in peers)}
+            up = [h for h in session.cluster.metadata.all_hosts() if h.is_up]
+            if len(peers) == nodes - 1 and len(versions) == 1 and len(up) == nodes:
+                return
+            assert time.monotonic() < deadline, f"the ring never formed: {len(peers) + 1} nodes, {versions}"
+            time.sleep(1.0)
+
+
 @pytest.fixture(scope="module")
 def ring() -> Iterator[LocalStack]:
     """Three Cassandra nodes, stopped (all of them) when the module's tests are done."""
@@ -80,6 +99,7 @@ def ring() -> Iterator[LocalStack]:
     handle = LocalStack(config, reuse=False)
     try:
         handle.ensure("cassandra")
+        _wait_for_ring(handle, 3)
         yield handle
     finally:
         handle.close()
@@ -87,6 +107,7 @@ def ring() -> Iterator[LocalStack]:
 
 def test_quorum_survives_one_node_down(ring: LocalStack) -> None:
     ring.ensure("cassandra")  # restarts nodes an earlier test stopped
+    _wait_for_ring(ring, 3)
     host, port = ring.endpoint("cassandra-1", "cql")
     before, during = uuid.uuid4().hex, uuid.uuid4().hex
     with _session(host, port) as session:
