@@ -500,6 +500,12 @@ class TurnEngine:
 
     async def _generate(self, turn: _Running, context: _ContextSoFar, outcome: _Outcome) -> None:
         record, conversation = turn.record, context.conversation
+        # TurnStarted names the model that answers. Without fallback models that is known
+        # now, so the client gets the turn's name at once (and can cancel a slow first
+        # token); with them, only once a backend has answered.
+        started_early = not turn.model.fallbacks
+        if started_early:
+            turn.emit(self._started(record, turn.model))
         path = await self._path(turn, context)
         messages = [ChatMessage(role=m.author, content=m.text) for m in path]
         system_prompt = conversation.system_prompt or self._settings.default_system_prompt
@@ -514,13 +520,15 @@ class TurnEngine:
         try:
             routed = await self._routes.open(turn.model, generation)
         except BackendError as error:
-            turn.emit(self._started(record, turn.model))
+            if not started_early:
+                turn.emit(self._started(record, turn.model))
             outcome.fail("NO_BACKEND_AVAILABLE", error.message)
             return
         outcome.model = routed.model
         backend_wait = self._clock() - asked_at
         try:
-            turn.emit(self._started(record, routed.model))
+            if not started_early:
+                turn.emit(self._started(record, routed.model))
             coalesce = _Coalescer(turn, self._settings.coalesce_ms / 1000, outcome)
             name = routed.model.name
 

@@ -158,3 +158,24 @@ async def test_a_chat_stream_runs_turns_and_cancels_one_by_name(
     assert second.completed.finish_reason == pb.FINISH_REASON_CANCELLED
     assert second.sequences == list(range(1, len(second.events) + 1))
     await cancelled_after(router_servers.config.log_path("triton"), second.turn)
+
+
+async def test_a_turn_waiting_for_its_first_token_can_be_cancelled_by_name(
+    chat: ChatServiceAsyncStub, router_servers: LocalStack, alice: Person
+) -> None:
+    slow = "take your time [scripted ttft_ms=60000]"
+    stream = chat.StreamTurn(pb.StreamTurnRequest(input=turn_input(slow)), metadata=alice.md)
+    transcript = Transcript()
+    async for response in stream:
+        transcript.events.append(response.event)
+        break  # TurnStarted comes at once: the model has no fallback to change it
+    assert transcript.events[0].WhichOneof("kind") == "started"
+
+    reply = await chat.CancelTurn(pb.CancelTurnRequest(name=transcript.turn), metadata=alice.md)
+    async for response in stream:
+        transcript.events.append(response.event)
+
+    assert reply.cancelled
+    assert transcript.completed.finish_reason == pb.FINISH_REASON_CANCELLED
+    assert transcript.text == ""
+    assert await cancelled_after(router_servers.config.log_path("triton"), transcript.turn) == 0
