@@ -24,10 +24,15 @@ from typing import Any
 import llama_cpp
 import numpy as np
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
-from smollm2_gguf import chat_formatter, conversation_tokens, weights_path
+from smollm2_gguf import (
+    InvalidRequestError,
+    chat_formatter,
+    checked_messages,
+    conversation_tokens,
+    weights_path,
+)
 
 _MODEL = "smollm2-tokens"
-_ROLES = frozenset({"system", "user", "assistant"})
 # Each message is counted after this one: a system message first, so that the template adds
 # no default system message around the message counted.
 _REFERENCE = {"role": "system", "content": "."}
@@ -37,10 +42,6 @@ def _parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
     """config.pbtxt `parameters` as plain strings."""
     raw: Mapping[str, Mapping[str, str]] = model_config.get("parameters", {})
     return {name: value["string_value"] for name, value in raw.items()}
-
-
-class _InvalidRequestError(ValueError):
-    """The request cannot be served as sent (the client's mistake, INVALID_ARG)."""
 
 
 class TritonPythonModel:
@@ -65,7 +66,7 @@ class TritonPythonModel:
         for request in requests:
             try:
                 message_tokens, overhead = self._count(self._messages(request))
-            except _InvalidRequestError as error:
+            except InvalidRequestError as error:
                 responses.append(
                     pb_utils.InferenceResponse(
                         error=pb_utils.TritonError(f"{_MODEL}: {error}", pb_utils.TritonError.INVALID_ARG)
@@ -93,7 +94,7 @@ class TritonPythonModel:
         try:
             return len(conversation_tokens(self._vocab, formatter, messages))
         except ValueError as error:  # the template's raise_exception
-            raise _InvalidRequestError(f"the chat template refused the messages: {error}") from None
+            raise InvalidRequestError(f"the chat template refused the messages: {error}") from None
 
     def _count(self, messages: list[dict[str, str]]) -> tuple[list[int], int]:
         message_tokens = [
@@ -107,23 +108,10 @@ class TritonPythonModel:
         raw = pb_utils.get_input_tensor_by_name(request, "messages").as_numpy().reshape(-1)[0]
         if isinstance(raw, bytes):
             if len(raw) > self._max_request_bytes:
-                raise _InvalidRequestError(f"messages is over {self._max_request_bytes} bytes")
+                raise InvalidRequestError(f"messages is over {self._max_request_bytes} bytes")
             raw = raw.decode("utf-8", errors="replace")
         try:
             messages = json.loads(str(raw))
         except ValueError as error:
-            raise _InvalidRequestError(f"messages is not JSON: {error}") from None
-        if not isinstance(messages, list) or not messages:
-            raise _InvalidRequestError("messages must be a non-empty list")
-        for position, message in enumerate(messages):
-            if (
-                not isinstance(message, dict)
-                or message.get("role") not in _ROLES
-                or not isinstance(message.get("content"), str)
-                or set(message) != {"role", "content"}
-            ):
-                raise _InvalidRequestError(
-                    f"messages[{position}] must be {{'role': 'system' | 'user' | 'assistant', "
-                    "'content': string}"
-                )
-        return messages
+            raise InvalidRequestError(f"messages is not JSON: {error}") from None
+        return checked_messages(messages, empty="messages must be a non-empty list")

@@ -30,10 +30,15 @@ from typing import Any
 import llama_cpp
 import numpy as np
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
-from smollm2_gguf import chat_formatter, conversation_tokens, weights_path
+from smollm2_gguf import (
+    InvalidRequestError,
+    chat_formatter,
+    checked_messages,
+    conversation_tokens,
+    weights_path,
+)
 
 _MODEL = "smollm2"
-_ROLES = frozenset({"system", "user", "assistant"})
 # ChatML, the template SmolLM2-Instruct was trained with: <|im_start|>role\ntext<|im_end|>.
 _CHATML_TURN = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>\n?|\Z)", re.DOTALL)
 #: How often a stream that waits for a free context looks for a cancel.
@@ -122,10 +127,6 @@ class _Turn:
     since = 0.0
 
 
-class _InvalidRequestError(ValueError):
-    """The request cannot be served as sent (the client's mistake, INVALID_ARG)."""
-
-
 class TritonPythonModel:
     """The entry point the Python backend looks for."""
 
@@ -185,7 +186,7 @@ class TritonPythonModel:
         sender = request.get_response_sender()
         try:
             self._stream(request, sender)
-        except _InvalidRequestError as error:
+        except InvalidRequestError as error:
             self._fail(sender, str(error), pb_utils.TritonError.INVALID_ARG)
         except Exception as error:
             pb_utils.Logger.log_error(f"{_MODEL}: request {request.request_id()!r} failed: {error!r}")
@@ -208,28 +209,15 @@ class TritonPythonModel:
         raw = self._text_input(request, "messages")
         prompt = self._text_input(request, "prompt")
         if (raw is None) == (prompt is None):
-            raise _InvalidRequestError("send exactly one of messages and prompt")
+            raise InvalidRequestError("send exactly one of messages and prompt")
         if prompt is not None:
             messages: object = _prompt_messages(prompt)
         else:
             try:
                 messages = json.loads(str(raw))
             except ValueError as error:
-                raise _InvalidRequestError(f"messages is not JSON: {error}") from None
-        if not isinstance(messages, list) or not messages:
-            raise _InvalidRequestError("the conversation is empty")
-        for position, message in enumerate(messages):
-            if (
-                not isinstance(message, dict)
-                or message.get("role") not in _ROLES
-                or not isinstance(message.get("content"), str)
-                or set(message) != {"role", "content"}
-            ):
-                raise _InvalidRequestError(
-                    f"messages[{position}] must be {{'role': 'system' | 'user' | 'assistant', "
-                    "'content': string}"
-                )
-        return messages
+                raise InvalidRequestError(f"messages is not JSON: {error}") from None
+        return checked_messages(messages, empty="the conversation is empty")
 
     def _sampling(self, request: Any) -> tuple[int, float]:
         max_tokens_tensor = pb_utils.get_input_tensor_by_name(request, "max_tokens")
@@ -238,7 +226,7 @@ class TritonPythonModel:
         else:
             max_tokens = int(max_tokens_tensor.as_numpy().reshape(-1)[0])
         if not 1 <= max_tokens <= self._max_output_tokens:
-            raise _InvalidRequestError(
+            raise InvalidRequestError(
                 f"max_tokens must be between 1 and {self._max_output_tokens}, got {max_tokens}"
             )
         temperature_tensor = pb_utils.get_input_tensor_by_name(request, "temperature")
@@ -253,18 +241,18 @@ class TritonPythonModel:
                 try:
                     temperature = float(parameter)
                 except ValueError:
-                    raise _InvalidRequestError(f"temperature is not a number: {parameter!r}") from None
+                    raise InvalidRequestError(f"temperature is not a number: {parameter!r}") from None
             else:
-                raise _InvalidRequestError(f"temperature is not a number: {parameter!r}")
+                raise InvalidRequestError(f"temperature is not a number: {parameter!r}")
         if not 0.0 <= temperature <= 2.0:
-            raise _InvalidRequestError(f"temperature must be between 0 and 2, got {temperature}")
+            raise InvalidRequestError(f"temperature must be between 0 and 2, got {temperature}")
         return max_tokens, temperature
 
     def _prompt_tokens(self, llm: llama_cpp.Llama, messages: list[dict[str, str]]) -> list[int]:
         try:
             return conversation_tokens(llm, self._formatter, messages)
         except ValueError as error:  # the template's raise_exception
-            raise _InvalidRequestError(f"the chat template refused the messages: {error}") from None
+            raise InvalidRequestError(f"the chat template refused the messages: {error}") from None
 
     def _take_context(self, request: Any, sender: Any) -> llama_cpp.Llama | None:
         """A free llama.cpp context, or None when the client cancelled while it waited."""
@@ -307,7 +295,7 @@ class TritonPythonModel:
         started = time.monotonic()
         prompt_tokens = self._prompt_tokens(llm, messages)
         if len(prompt_tokens) + max_tokens > self._context_window:
-            raise _InvalidRequestError(
+            raise InvalidRequestError(
                 f"prompt ({len(prompt_tokens)} tokens) plus max_tokens ({max_tokens}) exceeds "
                 f"the context window of {self._context_window} tokens"
             )

@@ -52,3 +52,29 @@ def conversation_tokens(
         rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
     )
     return tokens
+
+
+#: The roles a message of a conversation may have.
+ROLES = frozenset({"system", "user", "assistant"})
+
+
+class InvalidRequestError(ValueError):
+    """The request cannot be served as sent (the client's mistake, INVALID_ARG)."""
+
+
+def checked_messages(messages: object, *, empty: str) -> list[dict[str, str]]:
+    """messages when it is a non-empty list of {"role", "content"} (empty: the error when
+    it is empty or not a list); InvalidRequestError naming the first bad one otherwise."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError(empty)
+    for position, message in enumerate(messages):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in ROLES
+            or not isinstance(message.get("content"), str)
+            or set(message) != {"role", "content"}
+        ):
+            raise InvalidRequestError(
+                f"messages[{position}] must be {{'role': 'system' | 'user' | 'assistant', 'content': string}}"
+            )
+    return messages
