@@ -9,12 +9,15 @@ A `Catalog` is immutable; a new file means a new `Catalog`.
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,6 +39,7 @@ __all__ = [
     "CatalogModel",
     "OpenAIBackend",
     "Price",
+    "PriceChange",
     "TextTokenizer",
     "Tokenizer",
     "TritonBackend",
@@ -58,6 +62,7 @@ _Identifier = Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_-]*$")]
 _Text = Annotated[StrictStr, Field(min_length=1)]
 _Tokens = Annotated[StrictInt, Field(gt=0)]
 _MicroUnits = Annotated[StrictInt, Field(ge=0)]
+_PriceVersion = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 
 
 def _parameter_value(value: object) -> bool | int | float | str:
@@ -167,11 +172,28 @@ Tokenizer = Annotated[TextTokenizer | BytesTokenizer | TritonTokenizer, Field(di
 
 
 class Price(_Entry):
-    """Prices per million tokens, in integer micro-units of `currency` (never a float)."""
+    """Prices per million tokens, in integer micro-units of `currency` (never a float).
+
+    A model's first price (`[models.price]`) applies from the beginning; each later one
+    (`[[models.price_changes]]`) from its `effective_time`. Every price has a `version`,
+    which the ledger records on each line item it prices.
+    """
 
     currency: Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$")]
     input_per_million_tokens: _MicroUnits
     output_per_million_tokens: _MicroUnits
+    version: _PriceVersion = "1"
+
+    def cost_micros(self, input_tokens: int, output_tokens: int) -> int:
+        """The cost of these tokens, rounded up once to a whole micro-unit (ADR 0013)."""
+        exact = input_tokens * self.input_per_million_tokens + output_tokens * self.output_per_million_tokens
+        return -(-exact // 1_000_000)
+
+
+class PriceChange(Price):
+    """A price that applies to usage at or after `effective_time` (a TOML datetime with an offset)."""
+
+    effective_time: AwareDatetime
 
 
 def _repeated(values: tuple[str, ...]) -> list[str]:
@@ -198,7 +220,10 @@ class CatalogModel(_Entry):
     #: Other models, tried in order once every backend of this one failed before its first token.
     fallbacks: tuple[_ModelName, ...] = ()
     backends: tuple[Backend, ...]
+    #: The first price, from the beginning.
     price: Price
+    #: Later prices, each from its effective_time, oldest first.
+    price_changes: tuple[PriceChange, ...] = ()
     #: How the router counts a context in the model's tokens, to trim it to the window.
     tokenizer: Tokenizer = BytesTokenizer(kind="bytes")
 
@@ -216,6 +241,7 @@ class CatalogModel(_Entry):
         ]
         if not self.backends:
             problems.append("backends: a model needs at least one")
+        problems.extend(self._price_problems())
         if self.max_output_tokens > self.context_window:
             problems.append(
                 f"max_output_tokens: {self.max_output_tokens} is more than the context_window "
@@ -224,6 +250,50 @@ class CatalogModel(_Entry):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _price_problems(self) -> list[str]:
+        problems = [
+            f"price_changes: version {version!r} is used twice"
+            for version in _repeated((self.price.version, *(c.version for c in self.price_changes)))
+        ]
+        problems.extend(
+            f"price_changes[{index}].currency: {change.currency!r} differs from price.currency "
+            f"{self.price.currency!r}"
+            for index, change in enumerate(self.price_changes)
+            if change.currency != self.price.currency
+        )
+        for index, (before, after) in enumerate(itertools.pairwise(self.price_changes), start=1):
+            if after.effective_time <= before.effective_time:
+                problems.append(
+                    f"price_changes[{index}].effective_time: {after.effective_time.isoformat()} is "
+                    f"not after the change before it ({before.effective_time.isoformat()})"
+                )
+        return problems
+
+    @property
+    def prices(self) -> tuple[Price, ...]:
+        """Every price of the model, oldest first."""
+        return (self.price, *self.price_changes)
+
+    def price_at(self, when: datetime) -> Price:
+        """The price of usage at `when` (an aware datetime): the latest change in effect then."""
+        current = self.price
+        for change in self.price_changes:
+            if change.effective_time > when:
+                break
+            current = change
+        return current
+
+    def highest_price_from(self, when: datetime) -> Price:
+        """Per kind of token, the highest price in effect at `when` or at any later change:
+        what a turn starting at `when` can cost at most per token, whenever it ends."""
+        prices = [self.price_at(when), *(c for c in self.price_changes if c.effective_time > when)]
+        return Price(
+            currency=self.price.currency,
+            input_per_million_tokens=max(p.input_per_million_tokens for p in prices),
+            output_per_million_tokens=max(p.output_per_million_tokens for p in prices),
+            version=prices[0].version,
+        )
 
     def available_to(self, tier: str) -> bool:
         return not self.tiers or tier in self.tiers
@@ -255,6 +325,9 @@ class Catalog(_Entry):
         self._by_name = {model.name: model for model in self.models}
         for model in self.models:
             problems.extend(self._fallback_problems(model))
+        currencies = sorted({model.price.currency for model in self.models})
+        if len(currencies) > 1:
+            problems.append(f"price.currency: the catalog bills in one currency, but uses {currencies}")
         default = self._by_name.get(self.default_model)
         if default is None:
             problems.append(f"default_model: no model named {self.default_model!r}")
@@ -298,6 +371,11 @@ class Catalog(_Entry):
                 if cycle:
                     return cycle
         return []
+
+    @property
+    def currency(self) -> str:
+        """The one currency every price is in."""
+        return self.models[0].price.currency
 
     def model(self, name: str) -> CatalogModel:
         """The model called `name`; UnknownModelError if there is none."""

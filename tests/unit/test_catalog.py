@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ kind = "triton"
 model = "beta"
 
 [models.price]
-currency = "EUR"
+currency = "USD"
 input_per_million_tokens = 0
 output_per_million_tokens = 0
 """
@@ -203,7 +204,7 @@ def test_an_unknown_model_is_a_lookup_error(tmp_path: Path) -> None:
 
 def test_the_error_message_lists_the_file_and_every_problem(tmp_path: Path) -> None:
     text = _edited(
-        "context_window = 200", "context_window = 0", _edited('currency = "EUR"', 'currency = "eu"')
+        "context_window = 200", "context_window = 0", _edited('currency = "USD"\ninput_per_million_tokens = 0', 'currency = "eu"\ninput_per_million_tokens = 0')
     )
     with pytest.raises(CatalogError) as raised:
         _load(tmp_path, text)
@@ -444,3 +445,101 @@ def test_an_empty_catalog_is_refused(tmp_path: Path) -> None:
         "models: the catalog needs at least one",
         "default_model: no model named 'alpha'",
     ]
+
+
+PRICE_CHANGES = """
+[[models.price_changes]]
+version = "2026-12"
+effective_time = 2026-12-01T00:00:00Z
+currency = "USD"
+input_per_million_tokens = 3
+output_per_million_tokens = 1
+
+[[models.price_changes]]
+version = "2027-01"
+effective_time = 2027-01-01T00:00:00+01:00
+currency = "USD"
+input_per_million_tokens = 2
+output_per_million_tokens = 5
+"""
+
+
+def _with_price_changes(changes: str = PRICE_CHANGES) -> str:
+    """VALID with `changes` added to alpha (whose first price is 1 in, 2 out)."""
+    return _edited("\n[[models]]\nname = \"beta\"", changes + "\n[[models]]\nname = \"beta\"")
+
+
+def test_a_price_applies_from_its_effective_time(tmp_path: Path) -> None:
+    alpha = _load(tmp_path, _with_price_changes()).model("alpha")
+    december = datetime(2026, 12, 1, tzinfo=UTC)
+
+    assert alpha.price_at(december - timedelta(microseconds=1)).version == "1"
+    assert alpha.price_at(december).version == "2026-12"
+    assert alpha.price_at(datetime(2026, 12, 31, 23, 0, tzinfo=UTC)).version == "2027-01"  # +01:00
+    assert alpha.price_at(datetime(2026, 12, 31, 22, 59, tzinfo=UTC)).version == "2026-12"
+    assert [p.version for p in alpha.prices] == ["1", "2026-12", "2027-01"]
+
+
+def test_the_highest_price_from_a_time_covers_every_later_change(tmp_path: Path) -> None:
+    alpha = _load(tmp_path, _with_price_changes()).model("alpha")
+
+    highest = alpha.highest_price_from(datetime(2026, 11, 30, tzinfo=UTC))
+    assert (highest.input_per_million_tokens, highest.output_per_million_tokens) == (3, 5)
+    later = alpha.highest_price_from(datetime(2027, 2, 1, tzinfo=UTC))
+    assert (later.input_per_million_tokens, later.output_per_million_tokens) == (2, 5)
+
+
+@pytest.mark.parametrize(
+    ("input_tokens", "output_tokens", "micros"),
+    [
+        (0, 0, 0),
+        (1, 0, 1),  # 0.05 micro-units: rounded up to 1, never a silent zero
+        (20, 0, 1),  # exactly 1.0
+        (21, 0, 2),  # 1.05
+        (0, 10, 1),  # exactly 1.0
+        (10, 5, 1),  # 0.5 + 0.5: the exact sum is rounded once, not each part
+        (1_000_000, 1_000_000, 150_000),
+    ],
+)
+def test_a_cost_is_the_exact_sum_rounded_up_once(input_tokens: int, output_tokens: int, micros: int) -> None:
+    price = Price(currency="USD", input_per_million_tokens=50_000, output_per_million_tokens=100_000)
+
+    assert price.cost_micros(input_tokens, output_tokens) == micros
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        pytest.param(
+            PRICE_CHANGES.replace('version = "2027-01"', 'version = "2026-12"'),
+            "model 'alpha': price_changes: version '2026-12' is used twice",
+            id="version-twice",
+        ),
+        pytest.param(
+            PRICE_CHANGES.replace("2027-01-01T00:00:00+01:00", "2026-11-01T00:00:00Z"),
+            "model 'alpha': price_changes[1].effective_time: 2026-11-01T00:00:00+00:00 is not after "
+            "the change before it (2026-12-01T00:00:00+00:00)",
+            id="out-of-order",
+        ),
+        pytest.param(
+            PRICE_CHANGES.replace('currency = "USD"', 'currency = "EUR"', 1),
+            "model 'alpha': price_changes[0].currency: 'EUR' differs from price.currency 'USD'",
+            id="other-currency",
+        ),
+        pytest.param(
+            PRICE_CHANGES.replace("2026-12-01T00:00:00Z", "2026-12-01T00:00:00"),
+            "model 'alpha': price_changes[0].effective_time: Input should have timezone info",
+            id="no-offset",
+        ),
+    ],
+)
+def test_price_changes_that_cannot_be_applied_are_refused(tmp_path: Path, changes: str, problem: str) -> None:
+    problems = _problems(tmp_path, _with_price_changes(changes))
+
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_a_catalog_bills_in_one_currency(tmp_path: Path) -> None:
+    text = _edited('currency = "USD"\ninput_per_million_tokens = 0', 'currency = "EUR"\ninput_per_million_tokens = 0')
+
+    assert _problems(tmp_path, text) == ["price.currency: the catalog bills in one currency, but uses ['EUR', 'USD']"]

@@ -49,16 +49,28 @@ class TurnInput(_message.Message):
     def __init__(self, conversation: _Optional[str] = ..., text: _Optional[str] = ..., parent_message: _Optional[str] = ..., model: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., regenerate: bool = ...) -> None: ...
 
 class TurnStarted(_message.Message):
-    __slots__ = ("turn", "user_message", "assistant_message", "model")
+    __slots__ = ("turn", "user_message", "assistant_message", "model", "budget_warnings")
     TURN_FIELD_NUMBER: _ClassVar[int]
     USER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ASSISTANT_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_WARNINGS_FIELD_NUMBER: _ClassVar[int]
     turn: str
     user_message: str
     assistant_message: str
     model: str
-    def __init__(self, turn: _Optional[str] = ..., user_message: _Optional[str] = ..., assistant_message: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    budget_warnings: _containers.RepeatedCompositeFieldContainer[BudgetWarning]
+    def __init__(self, turn: _Optional[str] = ..., user_message: _Optional[str] = ..., assistant_message: _Optional[str] = ..., model: _Optional[str] = ..., budget_warnings: _Optional[_Iterable[_Union[BudgetWarning, _Mapping]]] = ...) -> None: ...
+
+class BudgetWarning(_message.Message):
+    __slots__ = ("budget", "soft_limit", "committed")
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SOFT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    budget: str
+    soft_limit: _common_pb2.Money
+    committed: _common_pb2.Money
+    def __init__(self, budget: _Optional[str] = ..., soft_limit: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., committed: _Optional[_Union[_common_pb2.Money, _Mapping]] = ...) -> None: ...
 
 class TextDelta(_message.Message):
     __slots__ = ("text",)

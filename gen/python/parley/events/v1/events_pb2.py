@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from parley.common.v1 import common_pb2 as parley_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dparley/events/v1/events.proto\x12\x10parley.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dparley/common/v1/common.proto\"\xc0\x01\n\x0eMessageCreated\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x39\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x12\n\x04user\x18\x03 \x01(\tR\x04user\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message\x12\x16\n\x06\x61uthor\x18\x05 \x01(\tR\x06\x61uthor\x12\x12\n\x04text\x18\x06 \x01(\tR\x04text\"\xa9\x02\n\rTurnCompleted\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x39\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x12\n\x04user\x18\x03 \x01(\tR\x04user\x12\x12\n\x04tier\x18\x04 \x01(\tR\x04tier\x12\x12\n\x04turn\x18\x05 \x01(\tR\x04turn\x12\x14\n\x05model\x18\x06 \x01(\tR\x05model\x12\x32\n\x05usage\x18\x07 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12#\n\rfinish_reason\x18\x08 \x01(\tR\x0c\x66inishReason\x12\x17\n\x07\x61pi_key\x18\t \x01(\tR\x06\x61piKey\"\xa3\x01\n\x13\x43onversationDeleted\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x39\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x12\n\x04user\x18\x03 \x01(\tR\x04user\x12\"\n\x0c\x63onversation\x18\x04 \x01(\tR\x0c\x63onversation\"w\n\x0bUserDeleted\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x39\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x12\n\x04user\x18\x03 \x01(\tR\x04userb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dparley/events/v1/events.proto\x12\x10parley.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dparley/common/v1/common.proto\"\xc0\x01\n\x0eMessageCreated\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x39\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x12\n\x04user\x18\x03 \x01(\tR\x04user\x12\x18\n\x07message\x18\x04 \x01(\tR\x07message\x12\x16\n\x06\x61uthor\x18\x05 \x01(\tR\x06\x61uthor\x12\x12\n\x04text\x18\x06 \x01(\tR\x04text\"\xf0\x02\n\rTurnCompleted\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x39\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x12\n\x04user\x18\x03 \x01(\tR\x04user\x12\x12\n\x04tier\x18\x04 \x01(\tR\x04tier\x12\x12\n\x04turn\x18\x05 \x01(\tR\x04turn\x12\x14\n\x05model\x18\x06 \x01(\tR\x05model\x12\x32\n\x05usage\x18\x07 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12#\n\rfinish_reason\x18\x08 \x01(\tR\x0c\x66inishReason\x12\x17\n\x07\x61pi_key\x18\t \x01(\tR\x06\x61piKey\x12\x45\n\x0f\x65stimated_usage\x18\n \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x0e\x65stimatedUsage\"\xa3\x01\n\x13\x43onversationDeleted\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x39\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x12\n\x04user\x18\x03 \x01(\tR\x04user\x12\"\n\x0c\x63onversation\x18\x04 \x01(\tR\x0c\x63onversation\"w\n\x0bUserDeleted\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x39\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x12\n\x04user\x18\x03 \x01(\tR\x04userb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGECREATED']._serialized_start=116
   _globals['_MESSAGECREATED']._serialized_end=308
   _globals['_TURNCOMPLETED']._serialized_start=311
-  _globals['_TURNCOMPLETED']._serialized_end=608
-  _globals['_CONVERSATIONDELETED']._serialized_start=611
-  _globals['_CONVERSATIONDELETED']._serialized_end=774
-  _globals['_USERDELETED']._serialized_start=776
-  _globals['_USERDELETED']._serialized_end=895
+  _globals['_TURNCOMPLETED']._serialized_end=679
+  _globals['_CONVERSATIONDELETED']._serialized_start=682
+  _globals['_CONVERSATIONDELETED']._serialized_end=845
+  _globals['_USERDELETED']._serialized_start=847
+  _globals['_USERDELETED']._serialized_end=966
 # @@protoc_insertion_point(module_scope)

@@ -23,7 +23,7 @@ class MessageCreated(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., event_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., user: _Optional[str] = ..., message: _Optional[str] = ..., author: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class TurnCompleted(_message.Message):
-    __slots__ = ("event_id", "event_time", "user", "tier", "turn", "model", "usage", "finish_reason", "api_key")
+    __slots__ = ("event_id", "event_time", "user", "tier", "turn", "model", "usage", "finish_reason", "api_key", "estimated_usage")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class TurnCompleted(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     API_KEY_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_USAGE_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_time: _timestamp_pb2.Timestamp
     user: str
@@ -42,7 +43,8 @@ class TurnCompleted(_message.Message):
     usage: _common_pb2.TokenUsage
     finish_reason: str
     api_key: str
-    def __init__(self, event_id: _Optional[str] = ..., event_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., user: _Optional[str] = ..., tier: _Optional[str] = ..., turn: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., finish_reason: _Optional[str] = ..., api_key: _Optional[str] = ...) -> None: ...
+    estimated_usage: _common_pb2.TokenUsage
+    def __init__(self, event_id: _Optional[str] = ..., event_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., user: _Optional[str] = ..., tier: _Optional[str] = ..., turn: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., finish_reason: _Optional[str] = ..., api_key: _Optional[str] = ..., estimated_usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ...) -> None: ...
 
 class ConversationDeleted(_message.Message):
     __slots__ = ("event_id", "event_time", "user", "conversation")

@@ -8,6 +8,12 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class UsageSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_SOURCE_UNSPECIFIED: _ClassVar[UsageSource]
+    USAGE_SOURCE_MODEL: _ClassVar[UsageSource]
+    USAGE_SOURCE_ESTIMATED: _ClassVar[UsageSource]
+
 class SpendDimension(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SPEND_DIMENSION_UNSPECIFIED: _ClassVar[SpendDimension]
@@ -15,6 +21,7 @@ class SpendDimension(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SPEND_DIMENSION_USER: _ClassVar[SpendDimension]
     SPEND_DIMENSION_TIER: _ClassVar[SpendDimension]
     SPEND_DIMENSION_MODEL: _ClassVar[SpendDimension]
+    SPEND_DIMENSION_API_KEY: _ClassVar[SpendDimension]
 
 class BudgetState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -22,18 +29,22 @@ class BudgetState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUDGET_STATE_OK: _ClassVar[BudgetState]
     BUDGET_STATE_WARNING: _ClassVar[BudgetState]
     BUDGET_STATE_EXHAUSTED: _ClassVar[BudgetState]
+USAGE_SOURCE_UNSPECIFIED: UsageSource
+USAGE_SOURCE_MODEL: UsageSource
+USAGE_SOURCE_ESTIMATED: UsageSource
 SPEND_DIMENSION_UNSPECIFIED: SpendDimension
 SPEND_DIMENSION_DAY: SpendDimension
 SPEND_DIMENSION_USER: SpendDimension
 SPEND_DIMENSION_TIER: SpendDimension
 SPEND_DIMENSION_MODEL: SpendDimension
+SPEND_DIMENSION_API_KEY: SpendDimension
 BUDGET_STATE_UNSPECIFIED: BudgetState
 BUDGET_STATE_OK: BudgetState
 BUDGET_STATE_WARNING: BudgetState
 BUDGET_STATE_EXHAUSTED: BudgetState
 
 class LineItem(_message.Message):
-    __slots__ = ("name", "turn", "model", "usage", "cost", "price_version", "usage_time")
+    __slots__ = ("name", "turn", "model", "usage", "cost", "price_version", "usage_time", "usage_source", "api_key", "tier", "finish_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TURN_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +52,10 @@ class LineItem(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     PRICE_VERSION_FIELD_NUMBER: _ClassVar[int]
     USAGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    USAGE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     turn: str
     model: str
@@ -48,7 +63,11 @@ class LineItem(_message.Message):
     cost: _common_pb2.Money
     price_version: str
     usage_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., turn: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., cost: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., price_version: _Optional[str] = ..., usage_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    usage_source: UsageSource
+    api_key: str
+    tier: str
+    finish_reason: str
+    def __init__(self, name: _Optional[str] = ..., turn: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., cost: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., price_version: _Optional[str] = ..., usage_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., usage_source: _Optional[_Union[UsageSource, str]] = ..., api_key: _Optional[str] = ..., tier: _Optional[str] = ..., finish_reason: _Optional[str] = ...) -> None: ...
 
 class ModelUsage(_message.Message):
     __slots__ = ("model", "turns", "usage", "cost")
@@ -171,26 +190,40 @@ class GetBudgetRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class GetBudgetResponse(_message.Message):
-    __slots__ = ("budget", "spent", "state")
+    __slots__ = ("budget", "spent", "state", "reserved")
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SPENT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
     budget: Budget
     spent: _common_pb2.Money
     state: BudgetState
-    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ..., spent: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., state: _Optional[_Union[BudgetState, str]] = ...) -> None: ...
+    reserved: _common_pb2.Money
+    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ..., spent: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., state: _Optional[_Union[BudgetState, str]] = ..., reserved: _Optional[_Union[_common_pb2.Money, _Mapping]] = ...) -> None: ...
 
 class ModelHealth(_message.Message):
-    __slots__ = ("model", "turns", "failed_turns", "output_tokens")
+    __slots__ = ("model", "turns", "failed_turns", "output_tokens", "cancelled_turns", "cost")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TURNS_FIELD_NUMBER: _ClassVar[int]
     FAILED_TURNS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_TURNS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     model: str
     turns: int
     failed_turns: int
     output_tokens: int
-    def __init__(self, model: _Optional[str] = ..., turns: _Optional[int] = ..., failed_turns: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
+    cancelled_turns: int
+    cost: _common_pb2.Money
+    def __init__(self, model: _Optional[str] = ..., turns: _Optional[int] = ..., failed_turns: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cancelled_turns: _Optional[int] = ..., cost: _Optional[_Union[_common_pb2.Money, _Mapping]] = ...) -> None: ...
+
+class MinuteTurns(_message.Message):
+    __slots__ = ("minute", "turns")
+    MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    minute: _timestamp_pb2.Timestamp
+    turns: int
+    def __init__(self, minute: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., turns: _Optional[int] = ...) -> None: ...
 
 class GetAdminOverviewRequest(_message.Message):
     __slots__ = ("start_time",)
@@ -199,17 +232,23 @@ class GetAdminOverviewRequest(_message.Message):
     def __init__(self, start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetAdminOverviewResponse(_message.Message):
-    __slots__ = ("active_users", "turns", "usage", "cost", "models", "top_users")
+    __slots__ = ("active_users", "turns", "usage", "cost", "models", "top_users", "failed_turns", "cancelled_turns", "turns_per_minute")
     ACTIVE_USERS_FIELD_NUMBER: _ClassVar[int]
     TURNS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     TOP_USERS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_TURNS_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_TURNS_FIELD_NUMBER: _ClassVar[int]
+    TURNS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     active_users: int
     turns: int
     usage: _common_pb2.TokenUsage
     cost: _common_pb2.Money
     models: _containers.RepeatedCompositeFieldContainer[ModelHealth]
     top_users: _containers.RepeatedCompositeFieldContainer[SpendRow]
-    def __init__(self, active_users: _Optional[int] = ..., turns: _Optional[int] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., cost: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., top_users: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ...) -> None: ...
+    failed_turns: int
+    cancelled_turns: int
+    turns_per_minute: _containers.RepeatedCompositeFieldContainer[MinuteTurns]
+    def __init__(self, active_users: _Optional[int] = ..., turns: _Optional[int] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., cost: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., top_users: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ..., failed_turns: _Optional[int] = ..., cancelled_turns: _Optional[int] = ..., turns_per_minute: _Optional[_Iterable[_Union[MinuteTurns, _Mapping]]] = ...) -> None: ...

@@ -28,7 +28,10 @@ if _version_not_supported:
 class LedgerServiceStub(object):
     """Usage and money: priced line items, budgets and the operators' reports.
 
-    Users read their own usage, line items and budget; admin methods need the `admin` role.
+    Users read their own usage, line items and budgets; admin methods need the `admin` role.
+    Money is integer micro-units of the catalog's one currency. Usage and reports add up whole
+    UTC hours: a range's start is rounded down and its end up to the hour; line items are
+    listed at their exact times.
     """
 
     def __init__(self, channel):
@@ -72,7 +75,10 @@ class LedgerServiceStub(object):
 class LedgerServiceServicer(object):
     """Usage and money: priced line items, budgets and the operators' reports.
 
-    Users read their own usage, line items and budget; admin methods need the `admin` role.
+    Users read their own usage, line items and budgets; admin methods need the `admin` role.
+    Money is integer micro-units of the catalog's one currency. Usage and reports add up whole
+    UTC hours: a range's start is rounded down and its end up to the hour; line items are
+    listed at their exact times.
     """
 
     def GetUsage(self, request, context):
@@ -97,14 +103,14 @@ class LedgerServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def SetBudget(self, request, context):
-        """Sets a user's budget. Admin only.
+        """Sets the monthly budget of a user, an API key or a tier. Admin only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetBudget(self, request, context):
-        """Returns a user's budget and what was spent in its current period.
+        """Returns a budget and what was spent in its current month.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,7 +167,10 @@ def add_LedgerServiceServicer_to_server(servicer, server):
 class LedgerService(object):
     """Usage and money: priced line items, budgets and the operators' reports.
 
-    Users read their own usage, line items and budget; admin methods need the `admin` role.
+    Users read their own usage, line items and budgets; admin methods need the `admin` role.
+    Money is integer micro-units of the catalog's one currency. Usage and reports add up whole
+    UTC hours: a range's start is rounded down and its end up to the hour; line items are
+    listed at their exact times.
     """
 
     @staticmethod

@@ -20,7 +20,10 @@ class _ServicerContext(grpc.ServicerContext, grpc.aio.ServicerContext):  # type:
 class LedgerServiceStub:
     """Usage and money: priced line items, budgets and the operators' reports.
 
-    Users read their own usage, line items and budget; admin methods need the `admin` role.
+    Users read their own usage, line items and budgets; admin methods need the `admin` role.
+    Money is integer micro-units of the catalog's one currency. Usage and reports add up whole
+    UTC hours: a range's start is rounded down and its end up to the hour; line items are
+    listed at their exact times.
     """
 
     def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
@@ -46,13 +49,13 @@ class LedgerServiceStub:
         parley.ledger.v1.ledger_pb2.SetBudgetRequest,
         parley.ledger.v1.ledger_pb2.SetBudgetResponse,
     ]
-    """Sets a user's budget. Admin only."""
+    """Sets the monthly budget of a user, an API key or a tier. Admin only."""
 
     GetBudget: grpc.UnaryUnaryMultiCallable[
         parley.ledger.v1.ledger_pb2.GetBudgetRequest,
         parley.ledger.v1.ledger_pb2.GetBudgetResponse,
     ]
-    """Returns a user's budget and what was spent in its current period."""
+    """Returns a budget and what was spent in its current month."""
 
     GetAdminOverview: grpc.UnaryUnaryMultiCallable[
         parley.ledger.v1.ledger_pb2.GetAdminOverviewRequest,
@@ -63,7 +66,10 @@ class LedgerServiceStub:
 class LedgerServiceAsyncStub:
     """Usage and money: priced line items, budgets and the operators' reports.
 
-    Users read their own usage, line items and budget; admin methods need the `admin` role.
+    Users read their own usage, line items and budgets; admin methods need the `admin` role.
+    Money is integer micro-units of the catalog's one currency. Usage and reports add up whole
+    UTC hours: a range's start is rounded down and its end up to the hour; line items are
+    listed at their exact times.
     """
 
     GetUsage: grpc.aio.UnaryUnaryMultiCallable[
@@ -88,13 +94,13 @@ class LedgerServiceAsyncStub:
         parley.ledger.v1.ledger_pb2.SetBudgetRequest,
         parley.ledger.v1.ledger_pb2.SetBudgetResponse,
     ]
-    """Sets a user's budget. Admin only."""
+    """Sets the monthly budget of a user, an API key or a tier. Admin only."""
 
     GetBudget: grpc.aio.UnaryUnaryMultiCallable[
         parley.ledger.v1.ledger_pb2.GetBudgetRequest,
         parley.ledger.v1.ledger_pb2.GetBudgetResponse,
     ]
-    """Returns a user's budget and what was spent in its current period."""
+    """Returns a budget and what was spent in its current month."""
 
     GetAdminOverview: grpc.aio.UnaryUnaryMultiCallable[
         parley.ledger.v1.ledger_pb2.GetAdminOverviewRequest,
@@ -105,7 +111,10 @@ class LedgerServiceAsyncStub:
 class LedgerServiceServicer(metaclass=abc.ABCMeta):
     """Usage and money: priced line items, budgets and the operators' reports.
 
-    Users read their own usage, line items and budget; admin methods need the `admin` role.
+    Users read their own usage, line items and budgets; admin methods need the `admin` role.
+    Money is integer micro-units of the catalog's one currency. Usage and reports add up whole
+    UTC hours: a range's start is rounded down and its end up to the hour; line items are
+    listed at their exact times.
     """
 
     @abc.abstractmethod
@@ -138,7 +147,7 @@ class LedgerServiceServicer(metaclass=abc.ABCMeta):
         request: parley.ledger.v1.ledger_pb2.SetBudgetRequest,
         context: _ServicerContext,
     ) -> typing.Union[parley.ledger.v1.ledger_pb2.SetBudgetResponse, collections.abc.Awaitable[parley.ledger.v1.ledger_pb2.SetBudgetResponse]]:
-        """Sets a user's budget. Admin only."""
+        """Sets the monthly budget of a user, an API key or a tier. Admin only."""
 
     @abc.abstractmethod
     def GetBudget(
@@ -146,7 +155,7 @@ class LedgerServiceServicer(metaclass=abc.ABCMeta):
         request: parley.ledger.v1.ledger_pb2.GetBudgetRequest,
         context: _ServicerContext,
     ) -> typing.Union[parley.ledger.v1.ledger_pb2.GetBudgetResponse, collections.abc.Awaitable[parley.ledger.v1.ledger_pb2.GetBudgetResponse]]:
-        """Returns a user's budget and what was spent in its current period."""
+        """Returns a budget and what was spent in its current month."""
 
     @abc.abstractmethod
     def GetAdminOverview(

@@ -4,6 +4,7 @@
 # This file has been @generated
 
 __all__ = (
+    "BudgetWarning",
     "CancelTurnRequest",
     "CancelTurnResponse",
     "ChatRequest",
@@ -137,6 +138,34 @@ class ModelHealth(betterproto2.Enum):
             "MODEL_HEALTH_DEGRADED": 2,
             "MODEL_HEALTH_UNAVAILABLE": 3,
         }
+
+
+@dataclass(eq=False, repr=False)
+class BudgetWarning(betterproto2.Message):
+    """
+    A monthly budget whose soft limit a turn could pass (see parley.ledger.v1.Budget).
+    """
+
+    budget: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The budget: `users/{user}/budget`, `users/{user}/apiKeys/{api_key}/budget` or
+    `tiers/{tier}/budget`.
+    """
+
+    soft_limit: "__common__v1__.Money | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Its soft limit.
+    """
+
+    committed: "__common__v1__.Money | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    What was spent this month and what running turns have reserved, this turn included.
+    """
+
+
+default_message_pool.register_message("parley.chat.v1", "BudgetWarning", BudgetWarning)
 
 
 @dataclass(eq=False, repr=False)
@@ -558,6 +587,11 @@ class TurnStarted(betterproto2.Message):
     model: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
     The model that answers (after any failover before the first token).
+    """
+
+    budget_warnings: "list[BudgetWarning]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    The budgets this turn could take past their soft limit; the turn goes ahead.
     """
 
 

@@ -141,7 +141,8 @@ class TurnCompleted(betterproto2.Message):
         7, betterproto2.TYPE_MESSAGE, optional=True
     )
     """
-    Tokens read and written, as the model reported them.
+    Tokens read and written, as the model reported them; unset when the model reported none
+    (a cancelled turn, a server that streams no usage).
     """
 
     finish_reason: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
@@ -152,6 +153,15 @@ class TurnCompleted(betterproto2.Message):
     api_key: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
     """
     The API key used, `users/{user}/apiKeys/{api_key}`; empty for a signed-in person.
+    """
+
+    estimated_usage: "__common__v1__.TokenUsage | None" = betterproto2.field(
+        10, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Set when `usage` is not: the router's estimate made from the text, the prompt as sent
+    counted with the model's tokenizer (the catalog's) and the tokens streamed. The ledger
+    bills it and flags the line item as estimated.
     """
 
 

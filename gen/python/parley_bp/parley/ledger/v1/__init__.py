@@ -18,12 +18,14 @@ __all__ = (
     "LineItem",
     "ListLineItemsRequest",
     "ListLineItemsResponse",
+    "MinuteTurns",
     "ModelHealth",
     "ModelUsage",
     "SetBudgetRequest",
     "SetBudgetResponse",
     "SpendDimension",
     "SpendRow",
+    "UsageSource",
 )
 
 import datetime
@@ -117,6 +119,11 @@ class SpendDimension(betterproto2.Enum):
     One row per model.
     """
 
+    API_KEY = 5
+    """
+    One row per API key (turns of signed-in people have the key "").
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -125,6 +132,7 @@ class SpendDimension(betterproto2.Enum):
             2: "SPEND_DIMENSION_USER",
             3: "SPEND_DIMENSION_TIER",
             4: "SPEND_DIMENSION_MODEL",
+            5: "SPEND_DIMENSION_API_KEY",
         }
 
     @classmethod
@@ -135,32 +143,79 @@ class SpendDimension(betterproto2.Enum):
             "SPEND_DIMENSION_USER": 2,
             "SPEND_DIMENSION_TIER": 3,
             "SPEND_DIMENSION_MODEL": 4,
+            "SPEND_DIMENSION_API_KEY": 5,
+        }
+
+
+class UsageSource(betterproto2.Enum):
+    """
+    Where a line item's token counts come from.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set.
+    """
+
+    MODEL = 1
+    """
+    The model reported them.
+    """
+
+    ESTIMATED = 2
+    """
+    The model reported none; the router estimated them from the text (the prompt counted
+    with the model's tokenizer, the tokens streamed).
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "USAGE_SOURCE_UNSPECIFIED",
+            1: "USAGE_SOURCE_MODEL",
+            2: "USAGE_SOURCE_ESTIMATED",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "USAGE_SOURCE_UNSPECIFIED": 0,
+            "USAGE_SOURCE_MODEL": 1,
+            "USAGE_SOURCE_ESTIMATED": 2,
         }
 
 
 @dataclass(eq=False, repr=False)
 class Budget(betterproto2.Message):
     """
-    A user's spending limits per calendar month (UTC).
+    Spending limits per calendar month (UTC) of a user, of one API key, or of a whole tier
+    (every user of the tier together).
+
+    A turn reserves its largest possible cost against each budget that applies to it (its
+    user's, its API key's, its tier's) before it starts; the reservation becomes the real
+    cost once the ledger has priced the turn.
     """
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
-    The resource name, `users/{user}/budget`.
+    The resource name: `users/{user}/budget`, `users/{user}/apiKeys/{api_key}/budget` or
+    `tiers/{tier}/budget`.
     """
 
     soft_limit: "__common__v1__.Money | None" = betterproto2.field(
         2, betterproto2.TYPE_MESSAGE, optional=True
     )
     """
-    Past this amount the user is warned; unset for no warning.
+    When a turn could take spending past this amount, it goes ahead and its stream carries a
+    warning; unset for no warning.
     """
 
     hard_limit: "__common__v1__.Money | None" = betterproto2.field(
         3, betterproto2.TYPE_MESSAGE, optional=True
     )
     """
-    Past this amount new turns are refused with RESOURCE_EXHAUSTED; unset for no limit.
+    New turns that could take spending past this amount are refused with
+    RESOURCE_EXHAUSTED (reason BUDGET_EXHAUSTED); unset for no limit.
     """
 
     update_time: "datetime.datetime | None" = betterproto2.field(
@@ -234,6 +289,21 @@ class GetAdminOverviewResponse(betterproto2.Message):
     The users with the highest cost in the window, at most 10.
     """
 
+    failed_turns: "int" = betterproto2.field(7, betterproto2.TYPE_INT64)
+    """
+    Turns in the window that failed.
+    """
+
+    cancelled_turns: "int" = betterproto2.field(8, betterproto2.TYPE_INT64)
+    """
+    Turns in the window that were cancelled.
+    """
+
+    turns_per_minute: "list[MinuteTurns]" = betterproto2.field(9, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Turns per minute over the last 60 minutes, oldest first, minutes without turns included.
+    """
+
 
 default_message_pool.register_message(
     "parley.ledger.v1", "GetAdminOverviewResponse", GetAdminOverviewResponse
@@ -248,7 +318,8 @@ class GetBudgetRequest(betterproto2.Message):
 
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
-    The budget, `users/{user}/budget`; `users/me/budget` means the caller's.
+    The budget, as Budget.name; `users/me/...` means the caller's. A user reads their own
+    budgets and their API keys'; tier budgets and other users' are admin only.
     """
 
 
@@ -268,14 +339,19 @@ class GetBudgetResponse(betterproto2.Message):
 
     spent: "__common__v1__.Money | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
-    What was spent in the current month.
+    What was spent in the current month (priced line items).
     """
 
     state: "BudgetState" = betterproto2.field(
         3, betterproto2.TYPE_ENUM, default_factory=lambda: BudgetState(0)
     )
     """
-    Where the user stands.
+    Where the budget stands.
+    """
+
+    reserved: "__common__v1__.Money | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    What turns still running have reserved against it.
     """
 
 
@@ -446,6 +522,28 @@ class LineItem(betterproto2.Message):
     When the usage happened.
     """
 
+    usage_source: "UsageSource" = betterproto2.field(
+        8, betterproto2.TYPE_ENUM, default_factory=lambda: UsageSource(0)
+    )
+    """
+    Where the token counts come from.
+    """
+
+    api_key: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
+    """
+    The API key used, `users/{user}/apiKeys/{api_key}`; empty for a signed-in person.
+    """
+
+    tier: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
+    """
+    The user's tier when the turn ran.
+    """
+
+    finish_reason: "str" = betterproto2.field(11, betterproto2.TYPE_STRING)
+    """
+    How the turn ended: "stop", "max_tokens", "cancelled" or "error".
+    """
+
 
 default_message_pool.register_message("parley.ledger.v1", "LineItem", LineItem)
 
@@ -511,6 +609,28 @@ default_message_pool.register_message("parley.ledger.v1", "ListLineItemsResponse
 
 
 @dataclass(eq=False, repr=False)
+class MinuteTurns(betterproto2.Message):
+    """
+    The turns that ended in one minute.
+    """
+
+    minute: "datetime.datetime | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    The minute's start.
+    """
+
+    turns: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    Turns that ended in it.
+    """
+
+
+default_message_pool.register_message("parley.ledger.v1", "MinuteTurns", MinuteTurns)
+
+
+@dataclass(eq=False, repr=False)
 class ModelHealth(betterproto2.Message):
     """
     The health of one model over the overview's window.
@@ -534,6 +654,16 @@ class ModelHealth(betterproto2.Message):
     output_tokens: "int" = betterproto2.field(4, betterproto2.TYPE_INT64)
     """
     Tokens written.
+    """
+
+    cancelled_turns: "int" = betterproto2.field(5, betterproto2.TYPE_INT64)
+    """
+    Turns that ended with FINISH_REASON_CANCELLED.
+    """
+
+    cost: "__common__v1__.Money | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    The cost of its turns.
     """
 
 
@@ -580,7 +710,8 @@ class SetBudgetRequest(betterproto2.Message):
 
     budget: "Budget | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
-    The budget with its name and new limits.
+    The budget with its name and new limits; both limits unset removes the budget. With an
+    etag, the call fails with ABORTED unless the budget is still as that etag says.
     """
 
 
@@ -610,7 +741,7 @@ class SpendRow(betterproto2.Message):
 
     key: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
-    The group: a date (YYYY-MM-DD), a user name, a tier or a model name.
+    The group: a date (YYYY-MM-DD), a user name, a tier, a model name or an API key name.
     """
 
     turns: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
@@ -638,7 +769,10 @@ class LedgerServiceStub(betterproto2_grpclib.ServiceStub):
     """
     Usage and money: priced line items, budgets and the operators' reports.
 
-    Users read their own usage, line items and budget; admin methods need the `admin` role.
+    Users read their own usage, line items and budgets; admin methods need the `admin` role.
+    Money is integer micro-units of the catalog's one currency. Usage and reports add up whole
+    UTC hours: a range's start is rounded down and its end up to the hour; line items are
+    listed at their exact times.
     """
 
     async def get_usage(
@@ -713,7 +847,7 @@ class LedgerServiceStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "SetBudgetResponse":
         """
-        Sets a user's budget. Admin only.
+        Sets the monthly budget of a user, an API key or a tier. Admin only.
         """
 
         return await self._unary_unary(
@@ -734,7 +868,7 @@ class LedgerServiceStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "GetBudgetResponse":
         """
-        Returns a user's budget and what was spent in its current period.
+        Returns a budget and what was spent in its current month.
         """
 
         return await self._unary_unary(
