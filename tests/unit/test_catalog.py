@@ -97,6 +97,10 @@ def _load(tmp_path: Path, text: str) -> Catalog:
     return load_catalog(path)
 
 
+#: Beta's currency line (with the line after it, to tell it from alpha's).
+BETA_CURRENCY = 'currency = "USD"\ninput_per_million_tokens = 0'
+
+
 def _edited(old: str, new: str, text: str = VALID) -> str:
     assert text.count(old) >= 1, f"{old!r} is not in the catalog text"
     return text.replace(old, new, 1)
@@ -204,7 +208,7 @@ def test_an_unknown_model_is_a_lookup_error(tmp_path: Path) -> None:
 
 def test_the_error_message_lists_the_file_and_every_problem(tmp_path: Path) -> None:
     text = _edited(
-        "context_window = 200", "context_window = 0", _edited('currency = "USD"\ninput_per_million_tokens = 0', 'currency = "eu"\ninput_per_million_tokens = 0')
+        "context_window = 200", "context_window = 0", _edited(BETA_CURRENCY, BETA_CURRENCY.replace("USD", "eu"))
     )
     with pytest.raises(CatalogError) as raised:
         _load(tmp_path, text)
@@ -540,6 +544,8 @@ def test_price_changes_that_cannot_be_applied_are_refused(tmp_path: Path, change
 
 
 def test_a_catalog_bills_in_one_currency(tmp_path: Path) -> None:
-    text = _edited('currency = "USD"\ninput_per_million_tokens = 0', 'currency = "EUR"\ninput_per_million_tokens = 0')
+    text = _edited(BETA_CURRENCY, BETA_CURRENCY.replace("USD", "EUR"))
 
-    assert _problems(tmp_path, text) == ["price.currency: the catalog bills in one currency, but uses ['EUR', 'USD']"]
+    assert _problems(tmp_path, text) == [
+        "price.currency: the catalog bills in one currency, but uses ['EUR', 'USD']"
+    ]
