@@ -207,9 +207,8 @@ def test_an_unknown_model_is_a_lookup_error(tmp_path: Path) -> None:
 
 
 def test_the_error_message_lists_the_file_and_every_problem(tmp_path: Path) -> None:
-    text = _edited(
-        "context_window = 200", "context_window = 0", _edited(BETA_CURRENCY, BETA_CURRENCY.replace("USD", "eu"))
-    )
+    beta_in_eu = _edited(BETA_CURRENCY, BETA_CURRENCY.replace("USD", "eu"))
+    text = _edited("context_window = 200", "context_window = 0", beta_in_eu)
     with pytest.raises(CatalogError) as raised:
         _load(tmp_path, text)
 
@@ -470,7 +469,7 @@ output_per_million_tokens = 5
 
 def _with_price_changes(changes: str = PRICE_CHANGES) -> str:
     """VALID with `changes` added to alpha (whose first price is 1 in, 2 out)."""
-    return _edited("\n[[models]]\nname = \"beta\"", changes + "\n[[models]]\nname = \"beta\"")
+    return _edited('\n[[models]]\nname = "beta"', changes + '\n[[models]]\nname = "beta"')
 
 
 def test_a_price_applies_from_its_effective_time(tmp_path: Path) -> None:
