@@ -97,6 +97,14 @@ class BudgetScope:
                 return cls("user", groups["user"]) if kind == "user" else cls("tier", groups["tier"])
         return None
 
+    @classmethod
+    def from_key(cls, key: str) -> BudgetScope:
+        """The scope whose `key` this is."""
+        kind, _, ident = key.partition(":")
+        if kind not in ("user", "api_key", "tier") or not ident:
+            raise ValueError(f"not a budget scope key: {key!r}")
+        return cls(kind, ident)  # type: ignore[arg-type]
+
     @property
     def name(self) -> str:
         """The budget's resource name."""

@@ -1,21 +1,21 @@
-"""`python -m svc_ledger`: run the service until SIGTERM."""
+"""`python -m svc_ledger`: migrate, then price usage events and serve the ledger until SIGTERM.
+
+`python -m svc_ledger migrate` only brings the keyspace up to the code's schema.
+"""
 
 from __future__ import annotations
 
-import grpc
-
-from parley_core.server import run_service
-from svc_ledger.servicer import register
+from parley_core.data import run_data_service
+from svc_ledger.app import LedgerApp
 from svc_ledger.settings import LedgerSettings
+from svc_ledger.store import MIGRATIONS
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     settings = LedgerSettings()
-
-    async def add(server: grpc.aio.Server) -> list[str]:
-        return list(await register(server, settings))
-
-    run_service(settings, add)
+    run_data_service(
+        "python -m svc_ledger", __doc__, settings, MIGRATIONS, lambda: LedgerApp.start(settings), argv
+    )
 
 
 if __name__ == "__main__":

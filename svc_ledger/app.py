@@ -1,0 +1,91 @@
+"""svc_ledger assembled: schema, prices, the usage consumer, budgets, reports and the servicer.
+
+`LedgerApp.start` is what `python -m svc_ledger` runs and what integration tests start
+in-process against the local stack's real Cassandra, Redis and Pulsar (with svc_session's
+key ring as the key source, where production fetches svc_session's JWKS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pulsar.asyncio
+
+from parley_core.auth import AuthInterceptor, HttpKeySource, JwtVerifier, KeySource, Revocations
+from parley_core.budgets import BudgetState
+from parley_core.catalog import load_catalog
+from parley_core.data import DataConnections, open_data
+from parley_core.server import RunningServer, start_server
+from svc_ledger.accounts import Accounts
+from svc_ledger.budgets import Budgets
+from svc_ledger.consumer import UsageConsumer
+from svc_ledger.pricing import PriceBook
+from svc_ledger.reports import Reports
+from svc_ledger.servicer import LedgerServiceServicer, register
+from svc_ledger.settings import LedgerSettings
+from svc_ledger.store import MIGRATIONS, LedgerStore
+
+
+@dataclass
+class LedgerApp:
+    settings: LedgerSettings
+    server: RunningServer
+    store: LedgerStore
+    prices: PriceBook
+    budgets: Budgets
+    consumer: UsageConsumer
+    revocations: Revocations
+    data: DataConnections
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @classmethod
+    async def start(
+        cls,
+        settings: LedgerSettings,
+        *,
+        key_source: KeySource | None = None,
+        pulsar_client: Callable[[str], pulsar.asyncio.Client] | None = None,
+    ) -> LedgerApp:
+        """Migrate, check the catalog's prices against the ones used, rebuild the budgets'
+        Redis state if it is missing, then consume usage events and serve."""
+        catalog = load_catalog(settings.catalog_path)
+        data = await open_data(settings, MIGRATIONS)
+        store = LedgerStore(data.cql, settings.keyspace)
+        prices = await PriceBook.recorded(
+            catalog, store, datetime.now(UTC), timedelta(seconds=settings.price_grace_s)
+        )
+        state = BudgetState(data.redis)
+        budgets = Budgets(settings, store, state)
+        if not await state.is_ready():
+            await budgets.rebuild()
+        budgets.start()
+        consumer = UsageConsumer(
+            settings, prices, Accounts(store, state), data.registry, client_factory=pulsar_client
+        )
+        consumer.start()
+        servicer = LedgerServiceServicer(prices, Reports(store), budgets)
+        keys = key_source if key_source is not None else HttpKeySource(settings.jwks_url)
+        revocations = Revocations(data.redis)
+        await revocations.start()
+        interceptor = AuthInterceptor(
+            JwtVerifier(keys, settings.issuer, settings.audience, revocations), (), registry=data.registry
+        )
+
+        async def add(server: grpc.aio.Server) -> list[str]:
+            return list(await register(server, servicer))
+
+        running = await start_server(settings, add, interceptors=[interceptor], registry=data.registry)
+        return cls(settings, running, store, prices, budgets, consumer, revocations, data)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.consumer.stop()
+        await self.budgets.stop()
+        await self.revocations.close()
+        await self.data.close()

@@ -1,0 +1,222 @@
+"""The `usage` topic into the ledger: a Key_Shared subscription, batches, retries, dead letters.
+
+- One subscription (`ledger`) shared by every ledger instance as Key_Shared: the message
+  key is the user id, so one user's events go to one instance, in order, and several
+  instances split the users between them.
+- A receiving task fills a queue; the worker takes what has arrived (up to `batch_size`),
+  prices it and records it (svc_ledger.accounts), then acknowledges. Nothing is
+  acknowledged before it is written, so a consumer that dies (even by SIGKILL) loses
+  nothing: the broker redelivers what it had not acknowledged, and a redelivered event
+  adds nothing a second time.
+- A batch that fails (Cassandra or Redis unreachable) is negatively acknowledged after a
+  backoff that doubles with each redelivery (`retry_base_s` .. `retry_max_s`), and lands
+  in the dead-letter topic after `max_redeliveries`.
+- A poison event (svc_ledger.billing.PoisonEventError) is published to the dead-letter
+  topic at once, with its reason, and acknowledged: it would never succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pulsar
+import pulsar.asyncio
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from parley_core.events import USAGE, topic_url
+from svc_ledger.accounts import Accounts
+from svc_ledger.billing import PoisonEventError, Priced, price_event
+from svc_ledger.pricing import PriceBook
+from svc_ledger.settings import LedgerSettings
+
+_log = structlog.get_logger("svc_ledger.consumer")
+
+#: Where events that cannot be priced go.
+DEAD_LETTER = f"{USAGE}-dead-letter"
+
+
+class UsageMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "parley_ledger_events_total",
+            "Usage events handled, by outcome (priced, duplicate, dead_letter, retried).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "parley_ledger_dead_letters_total",
+            "Usage events sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.estimated = Counter(
+            "parley_ledger_estimated_line_items_total",
+            "Line items billed from the router's estimate because the model reported no usage.",
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "parley_ledger_batch_seconds",
+            "Time to price and record one batch of events.",
+            registry=registry,
+        )
+
+
+class UsageConsumer:
+    def __init__(
+        self,
+        settings: LedgerSettings,
+        prices: PriceBook,
+        accounts: Accounts,
+        registry: CollectorRegistry,
+        *,
+        client_factory: Callable[[str], pulsar.asyncio.Client] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._prices = prices
+        self._accounts = accounts
+        self.metrics = UsageMetrics(registry)
+        self._factory = client_factory or (
+            lambda url: pulsar.asyncio.Client(
+                url, operation_timeout_seconds=10, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error)
+            )
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._retries: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-consumer")
+
+    async def stop(self) -> None:
+        for task in [self._task, *self._retries]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            client = self._factory(self._settings.pulsar_url)
+            receiver: asyncio.Task[None] | None = None
+            try:
+                consumer = await client.subscribe(
+                    topic_url(USAGE),
+                    self._settings.subscription,
+                    consumer_type=pulsar.ConsumerType.KeyShared,
+                    initial_position=(
+                        pulsar.InitialPosition.Earliest
+                        if self._settings.subscribe_from == "earliest"
+                        else pulsar.InitialPosition.Latest
+                    ),
+                    receiver_queue_size=self._settings.batch_size * 2,
+                    negative_ack_redelivery_delay_ms=int(self._settings.retry_base_s * 1000),
+                    dead_letter_policy=pulsar.ConsumerDeadLetterPolicy(
+                        max_redeliver_count=self._settings.max_redeliveries,
+                        dead_letter_topic=topic_url(DEAD_LETTER),
+                    ),
+                )
+                dead_letters = await client.create_producer(topic_url(DEAD_LETTER))
+                self._accounts.forget_cached()
+                delay = 0.5
+                queue: asyncio.Queue[pulsar.Message] = asyncio.Queue(self._settings.batch_size * 2)
+                receiver = asyncio.create_task(_receive(consumer, queue), name="usage-receiver")
+                while True:
+                    batch = [await _next(queue, receiver)]
+                    while not queue.empty() and len(batch) < self._settings.batch_size:
+                        batch.append(queue.get_nowait())
+                    await self._handle(consumer, dead_letters, batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                _log.warning("usage consumer lost pulsar; retrying", error=type(error).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            finally:
+                if receiver is not None:
+                    receiver.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.close(), 5)
+
+    async def _handle(
+        self,
+        consumer: pulsar.asyncio.Consumer,
+        dead_letters: pulsar.asyncio.Producer,
+        batch: list[pulsar.Message],
+    ) -> None:
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        priced: list[tuple[pulsar.Message, Priced]] = []
+        for message in batch:
+            try:
+                priced.append((message, price_event(message.data(), self._prices, now)))
+            except PoisonEventError as poison:
+                await self._dead_letter(consumer, dead_letters, message, poison)
+        if not priced:
+            return
+        try:
+            recorded = await self._accounts.record([p for _, p in priced])
+        except Exception as error:
+            _log.warning("recording usage failed; will retry", error=type(error).__name__, events=len(priced))
+            self.metrics.events.labels("retried").inc(len(priced))
+            for message, _ in priced:
+                self._retry_later(consumer, message)
+            return
+        # Acknowledgements are grouped by the client; awaiting them one by one would wait
+        # for a flush each.
+        await asyncio.gather(*(consumer.acknowledge(message) for message, _ in priced))
+        self.metrics.events.labels("priced").inc(recorded.new)
+        self.metrics.events.labels("duplicate").inc(recorded.duplicates)
+        self.metrics.estimated.inc(sum(1 for _, p in priced if p.item.estimated))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _dead_letter(
+        self,
+        consumer: pulsar.asyncio.Consumer,
+        dead_letters: pulsar.asyncio.Producer,
+        message: pulsar.Message,
+        poison: PoisonEventError,
+    ) -> None:
+        _log.warning(
+            "poison usage event to the dead-letter topic", reason=poison.reason, detail=poison.detail
+        )
+        await dead_letters.send(
+            message.data(),
+            properties={**message.properties(), "reason": poison.reason, "detail": poison.detail[:200]},
+            partition_key=message.partition_key() or None,
+        )
+        await consumer.acknowledge(message)
+        self.metrics.dead_letters.labels(poison.reason).inc()
+        self.metrics.events.labels("dead_letter").inc()
+
+    def _retry_later(self, consumer: pulsar.asyncio.Consumer, message: pulsar.Message) -> None:
+        """Negatively acknowledge after a backoff that doubles with each redelivery."""
+        wait = min(self._settings.retry_base_s * 2 ** message.redelivery_count(), self._settings.retry_max_s)
+
+        async def later() -> None:
+            await asyncio.sleep(max(0.0, wait - self._settings.retry_base_s))
+            with contextlib.suppress(Exception):  # a closed consumer: the broker redelivers anyway
+                await consumer.negative_acknowledge(message)
+
+        task = asyncio.create_task(later())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+
+async def _next(queue: asyncio.Queue[pulsar.Message], receiver: asyncio.Task[None]) -> pulsar.Message:
+    """The next message; the receiver's error if it stopped (the consumer then reconnects)."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(queue.get(), 1.0)
+        if receiver.done():
+            receiver.result()
+            raise RuntimeError("the usage receiver stopped")
+
+
+async def _receive(consumer: pulsar.asyncio.Consumer, queue: asyncio.Queue[pulsar.Message]) -> None:
+    while True:
+        await queue.put(await consumer.receive())
