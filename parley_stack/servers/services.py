@@ -146,7 +146,8 @@ class RouterService(ParleyService):
     name = "svc_router"
     key = "router"
     # llama: the OpenAI-compatible second backend of smollm2 (failover between real servers).
-    requires = ("cassandra", "redis", "pulsar", "triton", "llama", "svc_session", "svc_history")
+    # svc_ledger: it keeps the budgets' Redis state that admission reserves against.
+    requires = ("cassandra", "redis", "pulsar", "triton", "llama", "svc_session", "svc_history", "svc_ledger")
 
     def environment(self) -> dict[str, str]:
         cfg = self.config
@@ -168,4 +169,16 @@ class RouterService(ParleyService):
 class LedgerService(ParleyService):
     name = "svc_ledger"
     key = "ledger"
-    requires = ("cassandra", "pulsar")
+    # svc_session: its JWKS verifies users' tokens. Redis: the budgets the router reserves against.
+    requires = ("cassandra", "redis", "pulsar", "svc_session")
+
+    def environment(self) -> dict[str, str]:
+        cfg = self.config
+        return {
+            **super().environment(),
+            "PARLEY_LEDGER_CASSANDRA_HOSTS": f'["{cfg.host}"]',
+            "PARLEY_LEDGER_CASSANDRA_PORT": str(cfg.port("cassandra_cql")),
+            "PARLEY_LEDGER_REDIS_URL": f"redis://{cfg.host}:{cfg.port('redis')}/0",
+            "PARLEY_LEDGER_PULSAR_URL": f"pulsar://{cfg.host}:{cfg.port('pulsar')}",
+            "PARLEY_LEDGER_JWKS_URL": f"http://{cfg.host}:{cfg.port('session_jwks')}/.well-known/jwks.json",
+        }
