@@ -166,7 +166,8 @@ async def test_a_budget_that_cannot_be_is_refused_and_nothing_changes(
     assert violations == [field]
     if budget.name == "users/me/budget":
         got = await ledger.GetBudget(pb.GetBudgetRequest(name="users/me/budget"), metadata=admin)  # type: ignore[attr-defined]
-        assert not got.budget.HasField("soft_limit") and not got.budget.HasField("hard_limit")
+        assert not got.budget.HasField("soft_limit")
+        assert not got.budget.HasField("hard_limit")
 
 
 async def test_set_budget_with_a_stale_etag_is_aborted(
