@@ -4,11 +4,13 @@ and bad input refused with a precise status before anything is read or written."
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import grpc
 import pulsar
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
 
 from parley.common.v1 import common_pb2
 from parley.ledger.v1 import ledger_pb2 as pb
@@ -16,6 +18,9 @@ from parley_core.errors import details_of
 from tests.integration.history.helpers import Person
 from tests.integration.ledger.conftest import admin_md
 from tests.integration.ledger.helpers import Usage, eventually, publish
+
+if TYPE_CHECKING:
+    from parley.ledger.v1.ledger_pb2_grpc import LedgerServiceAsyncStub
 
 
 def usd(micros: int) -> common_pb2.Money:
@@ -29,67 +34,74 @@ async def _refused(call: object, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
     return raised.value
 
 
+def _violations(error: grpc.aio.AioRpcError) -> list[str]:
+    found = [d for d in details_of(error) if isinstance(d, error_details_pb2.BadRequest)]
+    return [v.field for d in found for v in d.field_violations]
+
+
 def _reason(error: grpc.aio.AioRpcError) -> str:
-    infos = [d for d in details_of(error) if type(d).__name__ == "ErrorInfo"]
-    return infos[0].reason if infos else ""  # type: ignore[attr-defined]
+    infos = [d for d in details_of(error) if isinstance(d, error_details_pb2.ErrorInfo)]
+    return infos[0].reason if infos else ""
 
 
 async def test_a_user_sees_only_their_own_usage_and_line_items(
-    ledger: object, producer: pulsar.Producer, alice: Person, bob: Person
+    ledger: LedgerServiceAsyncStub, producer: pulsar.Producer, alice: Person, bob: Person
 ) -> None:
     publish(producer, [Usage(alice.user_id, "smollm2", 100, 10, datetime.now(UTC)).event()])
-    stub: object = ledger
+    stub = ledger
 
     async def alices() -> int:
-        reply = await stub.ListLineItems(pb.ListLineItemsRequest(parent="users/me"), metadata=alice.md)  # type: ignore[attr-defined]
+        reply = await stub.ListLineItems(pb.ListLineItemsRequest(parent="users/me"), metadata=alice.md)
         return len(reply.line_items)
 
     await eventually(alices, lambda n: n == 1)
 
     for call in (
-        stub.GetUsage(pb.GetUsageRequest(name=alice.name), metadata=bob.md),  # type: ignore[attr-defined]
-        stub.ListLineItems(pb.ListLineItemsRequest(parent=alice.name), metadata=bob.md),  # type: ignore[attr-defined]
-        stub.GetBudget(pb.GetBudgetRequest(name=f"{alice.name}/budget"), metadata=bob.md),  # type: ignore[attr-defined]
-        stub.GetBudget(pb.GetBudgetRequest(name=f"{alice.name}/apiKeys/k1/budget"), metadata=bob.md),  # type: ignore[attr-defined]
-        stub.GetBudget(pb.GetBudgetRequest(name="tiers/free/budget"), metadata=bob.md),  # type: ignore[attr-defined]
+        stub.GetUsage(pb.GetUsageRequest(name=alice.name), metadata=bob.md),
+        stub.ListLineItems(pb.ListLineItemsRequest(parent=alice.name), metadata=bob.md),
+        stub.GetBudget(pb.GetBudgetRequest(name=f"{alice.name}/budget"), metadata=bob.md),
+        stub.GetBudget(pb.GetBudgetRequest(name=f"{alice.name}/apiKeys/k1/budget"), metadata=bob.md),
+        stub.GetBudget(pb.GetBudgetRequest(name="tiers/free/budget"), metadata=bob.md),
     ):
         assert _reason(await _refused(call, grpc.StatusCode.PERMISSION_DENIED)) == "NOT_OWNER"
-    bobs = await stub.ListLineItems(pb.ListLineItemsRequest(parent="users/me"), metadata=bob.md)  # type: ignore[attr-defined]
+    bobs = await stub.ListLineItems(pb.ListLineItemsRequest(parent="users/me"), metadata=bob.md)
     assert list(bobs.line_items) == []
-    bob_usage = await stub.GetUsage(pb.GetUsageRequest(name="users/me"), metadata=bob.md)  # type: ignore[attr-defined]
+    bob_usage = await stub.GetUsage(pb.GetUsageRequest(name="users/me"), metadata=bob.md)
     assert bob_usage.cost.micros == 0
-    own = await stub.GetBudget(pb.GetBudgetRequest(name="users/me/budget"), metadata=bob.md)  # type: ignore[attr-defined]
+    own = await stub.GetBudget(pb.GetBudgetRequest(name="users/me/budget"), metadata=bob.md)
     assert own.budget.name == f"{bob.name}/budget"
     assert own.state == pb.BUDGET_STATE_OK
 
 
 async def test_admin_methods_refuse_a_user_and_serve_an_admin(
-    ledger: object, alice: Person, admin_token: str
+    ledger: LedgerServiceAsyncStub, alice: Person, admin_token: str
 ) -> None:
-    stub: object = ledger
+    stub = ledger
     budget = pb.Budget(name=f"{alice.name}/budget", hard_limit=usd(1))
     for call in (
-        stub.GetSpendReport(pb.GetSpendReportRequest(), metadata=alice.md),  # type: ignore[attr-defined]
-        stub.SetBudget(pb.SetBudgetRequest(budget=budget), metadata=alice.md),  # type: ignore[attr-defined]
-        stub.GetAdminOverview(pb.GetAdminOverviewRequest(), metadata=alice.md),  # type: ignore[attr-defined]
+        stub.GetSpendReport(pb.GetSpendReportRequest(), metadata=alice.md),
+        stub.SetBudget(pb.SetBudgetRequest(budget=budget), metadata=alice.md),
+        stub.GetAdminOverview(pb.GetAdminOverviewRequest(), metadata=alice.md),
     ):
         assert _reason(await _refused(call, grpc.StatusCode.PERMISSION_DENIED)) == "ADMIN_ONLY"
-    got = await stub.GetBudget(pb.GetBudgetRequest(name=f"{alice.name}/budget"), metadata=alice.md)  # type: ignore[attr-defined]
+    got = await stub.GetBudget(pb.GetBudgetRequest(name=f"{alice.name}/budget"), metadata=alice.md)
     assert not got.budget.HasField("hard_limit"), "the refused SetBudget changed nothing"
 
     admin = admin_md(admin_token)
-    await stub.GetSpendReport(pb.GetSpendReportRequest(), metadata=admin)  # type: ignore[attr-defined]
-    await stub.GetAdminOverview(pb.GetAdminOverviewRequest(), metadata=admin)  # type: ignore[attr-defined]
-    await stub.GetUsage(pb.GetUsageRequest(name=alice.name), metadata=admin)  # type: ignore[attr-defined]
-    await stub.GetBudget(pb.GetBudgetRequest(name="tiers/free/budget"), metadata=admin)  # type: ignore[attr-defined]
+    await stub.GetSpendReport(pb.GetSpendReportRequest(), metadata=admin)
+    await stub.GetAdminOverview(pb.GetAdminOverviewRequest(), metadata=admin)
+    await stub.GetUsage(pb.GetUsageRequest(name=alice.name), metadata=admin)
+    await stub.GetBudget(pb.GetBudgetRequest(name="tiers/free/budget"), metadata=admin)
 
 
-async def test_calls_without_a_valid_token_are_unauthenticated(ledger: object, alice: Person) -> None:
-    stub: object = ledger
+async def test_calls_without_a_valid_token_are_unauthenticated(
+    ledger: LedgerServiceAsyncStub, alice: Person
+) -> None:
+    stub = ledger
     forged = alice.token[:-4] + ("AAAA" if not alice.token.endswith("AAAA") else "BBBB")
     for metadata in ((), (("authorization", f"Bearer {forged}"),), (("authorization", "Bearer x.y.z"),)):
         await _refused(
-            stub.GetUsage(pb.GetUsageRequest(name="users/me"), metadata=metadata),  # type: ignore[attr-defined]
+            stub.GetUsage(pb.GetUsageRequest(name="users/me"), metadata=metadata),
             grpc.StatusCode.UNAUTHENTICATED,
         )
 
@@ -124,7 +136,7 @@ def _at(when: datetime) -> Timestamp:
     ],
 )
 async def test_bad_input_is_invalid_argument_naming_the_field(
-    ledger: object, alice: Person, request_: object, field: str
+    ledger: LedgerServiceAsyncStub, alice: Person, request_: object, field: str
 ) -> None:
     method = {
         pb.GetUsageRequest: "GetUsage",
@@ -134,10 +146,7 @@ async def test_bad_input_is_invalid_argument_naming_the_field(
     error = await _refused(
         getattr(ledger, method)(request_, metadata=alice.md), grpc.StatusCode.INVALID_ARGUMENT
     )
-    violations = [
-        v.field for d in details_of(error) if type(d).__name__ == "BadRequest" for v in d.field_violations
-    ]  # type: ignore[attr-defined]
-    assert violations == [field]
+    assert _violations(error) == [field]
 
 
 @pytest.mark.parametrize(
@@ -153,48 +162,45 @@ async def test_bad_input_is_invalid_argument_naming_the_field(
     ],
 )
 async def test_a_budget_that_cannot_be_is_refused_and_nothing_changes(
-    ledger: object, admin_token: str, budget: pb.Budget, field: str
+    ledger: LedgerServiceAsyncStub, admin_token: str, budget: pb.Budget, field: str
 ) -> None:
     admin = admin_md(admin_token)
     error = await _refused(
-        ledger.SetBudget(pb.SetBudgetRequest(budget=budget), metadata=admin),  # type: ignore[attr-defined]
+        ledger.SetBudget(pb.SetBudgetRequest(budget=budget), metadata=admin),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
-    violations = [
-        v.field for d in details_of(error) if type(d).__name__ == "BadRequest" for v in d.field_violations
-    ]  # type: ignore[attr-defined]
-    assert violations == [field]
+    assert _violations(error) == [field]
     if budget.name == "users/me/budget":
-        got = await ledger.GetBudget(pb.GetBudgetRequest(name="users/me/budget"), metadata=admin)  # type: ignore[attr-defined]
+        got = await ledger.GetBudget(pb.GetBudgetRequest(name="users/me/budget"), metadata=admin)
         assert not got.budget.HasField("soft_limit")
         assert not got.budget.HasField("hard_limit")
 
 
 async def test_set_budget_with_a_stale_etag_is_aborted(
-    ledger: object, admin_token: str, alice: Person
+    ledger: LedgerServiceAsyncStub, admin_token: str, alice: Person
 ) -> None:
     admin = admin_md(admin_token)
-    stub: object = ledger
+    stub = ledger
     name = f"{alice.name}/budget"
     first = await stub.SetBudget(
         pb.SetBudgetRequest(budget=pb.Budget(name=name, hard_limit=usd(100))), metadata=admin
-    )  # type: ignore[attr-defined]
-    second = await stub.SetBudget(  # type: ignore[attr-defined]
+    )
+    second = await stub.SetBudget(
         pb.SetBudgetRequest(budget=pb.Budget(name=name, hard_limit=usd(200), etag=first.budget.etag)),
         metadata=admin,
     )
     assert second.budget.etag != first.budget.etag
 
     error = await _refused(
-        stub.SetBudget(  # type: ignore[attr-defined]
+        stub.SetBudget(
             pb.SetBudgetRequest(budget=pb.Budget(name=name, hard_limit=usd(300), etag=first.budget.etag)),
             metadata=admin,
         ),
         grpc.StatusCode.ABORTED,
     )
     assert _reason(error) == "ETAG_MISMATCH"
-    got = await stub.GetBudget(pb.GetBudgetRequest(name="users/me/budget"), metadata=alice.md)  # type: ignore[attr-defined]
+    got = await stub.GetBudget(pb.GetBudgetRequest(name="users/me/budget"), metadata=alice.md)
     assert got.budget.hard_limit.micros == 200
     assert got.budget.etag == second.budget.etag
-    removed = await stub.SetBudget(pb.SetBudgetRequest(budget=pb.Budget(name=name)), metadata=admin)  # type: ignore[attr-defined]
+    removed = await stub.SetBudget(pb.SetBudgetRequest(budget=pb.Budget(name=name)), metadata=admin)
     assert not removed.budget.HasField("hard_limit")

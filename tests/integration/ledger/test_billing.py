@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pulsar
 import pytest
@@ -18,6 +19,9 @@ from svc_ledger.app import LedgerApp
 from svc_ledger.consumer import DEAD_LETTER
 from tests.integration.history.helpers import Person
 from tests.integration.ledger.helpers import Usage, cost, eventually, publish
+
+if TYPE_CHECKING:
+    from parley.ledger.v1.ledger_pb2_grpc import LedgerServiceAsyncStub
 
 CATALOG = load_catalog(Path(__file__).resolve().parents[3] / "model_repo" / "catalog.toml")
 
@@ -32,14 +36,14 @@ def expected_cost(usage: Usage) -> int:
     )
 
 
-async def items_of(ledger: object, person: Person, want: int) -> list[pb.LineItem]:
-    stub: object = ledger
+async def items_of(ledger: LedgerServiceAsyncStub, person: Person, want: int) -> list[pb.LineItem]:
+    stub = ledger
 
     async def listed() -> list[pb.LineItem]:
         found: list[pb.LineItem] = []
         token = ""
         while True:
-            page = await stub.ListLineItems(  # type: ignore[attr-defined]
+            page = await stub.ListLineItems(
                 pb.ListLineItemsRequest(parent="users/me", page_size=7, page_token=token), metadata=person.md
             )
             found += page.line_items
@@ -51,7 +55,7 @@ async def items_of(ledger: object, person: Person, want: int) -> list[pb.LineIte
 
 
 async def test_events_become_line_items_and_the_totals_are_their_exact_sum(
-    ledger: object, producer: pulsar.Producer, alice: Person
+    ledger: LedgerServiceAsyncStub, producer: pulsar.Producer, alice: Person
 ) -> None:
     now = datetime.now(UTC) - timedelta(minutes=5)
     usages = [
@@ -80,7 +84,7 @@ async def test_events_become_line_items_and_the_totals_are_their_exact_sum(
         assert item.usage_source == pb.USAGE_SOURCE_MODEL
         assert item.model == f"models/{usage.model}"
         assert item.api_key == (f"users/{alice.user_id}/apiKeys/k1" if usage.api_key else "")
-    usage_reply = await ledger.GetUsage(pb.GetUsageRequest(name="users/me"), metadata=alice.md)  # type: ignore[attr-defined]
+    usage_reply = await ledger.GetUsage(pb.GetUsageRequest(name="users/me"), metadata=alice.md)
     assert usage_reply.cost.micros == sum(expected_cost(u) for u in usages)
     assert usage_reply.usage.input_tokens == sum(u.input_tokens for u in usages)
     assert usage_reply.usage.output_tokens == sum(u.output_tokens for u in usages)
@@ -94,7 +98,7 @@ async def test_events_become_line_items_and_the_totals_are_their_exact_sum(
 
 
 async def test_a_redelivered_or_replayed_event_is_billed_once(
-    ledger: object, producer: pulsar.Producer, alice: Person
+    ledger: LedgerServiceAsyncStub, producer: pulsar.Producer, alice: Person
 ) -> None:
     usage = Usage(alice.user_id, "parley-scripted", 10, 20, datetime.now(UTC))
     event = usage.event()
@@ -107,13 +111,13 @@ async def test_a_redelivered_or_replayed_event_is_billed_once(
     items = await items_of(ledger, alice, 2)
 
     assert len(items) == 2
-    reply = await ledger.GetUsage(pb.GetUsageRequest(name="users/me"), metadata=alice.md)  # type: ignore[attr-defined]
+    reply = await ledger.GetUsage(pb.GetUsageRequest(name="users/me"), metadata=alice.md)
     assert reply.cost.micros == expected_cost(usage) + cost(1, 1, 1_000_000, 2_000_000)
     assert reply.models[0].turns == 2
 
 
 async def test_an_event_without_usage_is_billed_by_estimate_and_flagged(
-    ledger: object, ledger_app: LedgerApp, producer: pulsar.Producer, alice: Person
+    ledger: LedgerServiceAsyncStub, ledger_app: LedgerApp, producer: pulsar.Producer, alice: Person
 ) -> None:
     estimated_before = _sample(ledger_app, "parley_ledger_estimated_line_items_total")
     usage = Usage(
@@ -131,7 +135,7 @@ async def test_an_event_without_usage_is_billed_by_estimate_and_flagged(
 
 
 async def test_poison_events_go_to_the_dead_letter_topic_while_the_rest_flow(
-    ledger: object,
+    ledger: LedgerServiceAsyncStub,
     ledger_app: LedgerApp,
     producer: pulsar.Producer,
     pulsar_client: pulsar.Client,
@@ -173,7 +177,7 @@ def _sample(app: LedgerApp, name: str, **labels: str) -> float:
 
 @pytest.mark.parametrize("page_size", [1, 4, 100])
 async def test_line_items_page_across_months_without_gaps_or_repeats(
-    ledger: object, producer: pulsar.Producer, people: object, page_size: int
+    ledger: LedgerServiceAsyncStub, producer: pulsar.Producer, people: object, page_size: int
 ) -> None:
     person: Person = await people()  # type: ignore[operator]
     times = [
@@ -186,7 +190,7 @@ async def test_line_items_page_across_months_without_gaps_or_repeats(
     seen: list[str] = []
     token = ""
     while True:
-        page = await ledger.ListLineItems(  # type: ignore[attr-defined]
+        page = await ledger.ListLineItems(
             pb.ListLineItemsRequest(parent=person.name, page_size=page_size, page_token=token),
             metadata=person.md,
         )
@@ -198,7 +202,7 @@ async def test_line_items_page_across_months_without_gaps_or_repeats(
 
     assert sorted(seen) == sorted(f"users/{person.user_id}/lineItems/{e.event_id}" for e in events)
     assert len(seen) == len(set(seen))
-    ranged = await ledger.ListLineItems(  # type: ignore[attr-defined]
+    ranged = await ledger.ListLineItems(
         pb.ListLineItemsRequest(
             parent="users/me",
             start_time=events[1].event_time,
