@@ -7,6 +7,8 @@ key ring as the key source, where production fetches svc_session's JWKS).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,6 +71,10 @@ class LedgerApp:
             settings, prices, Accounts(store, state), data.registry, client_factory=pulsar_client
         )
         consumer.start()
+        # Started means subscribed (events published from now on are billed), unless Pulsar
+        # is away: then the API serves anyway and the consumer keeps trying.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consumer.subscribed.wait(), settings.subscribe_wait_s)
         servicer = LedgerServiceServicer(prices, Reports(store), budgets)
         keys = key_source if key_source is not None else HttpKeySource(settings.jwks_url)
         revocations = Revocations(data.redis)

@@ -86,6 +86,8 @@ class UsageConsumer:
             )
         )
         self._task: asyncio.Task[None] | None = None
+        #: Set while the consumer holds its subscription.
+        self.subscribed = asyncio.Event()
         self._retries: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -121,6 +123,7 @@ class UsageConsumer:
                     ),
                 )
                 dead_letters = await client.create_producer(topic_url(DEAD_LETTER))
+                self.subscribed.set()
                 self._accounts.forget_cached()
                 delay = 0.5
                 queue: asyncio.Queue[pulsar.Message] = asyncio.Queue(self._settings.batch_size * 2)
@@ -137,6 +140,7 @@ class UsageConsumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
             finally:
+                self.subscribed.clear()
                 if receiver is not None:
                     receiver.cancel()
                 with contextlib.suppress(Exception):

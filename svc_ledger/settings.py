@@ -30,6 +30,8 @@ class LedgerSettings(DataServiceSettings):
     #: Where a subscription that does not exist yet starts: "earliest" bills every event the
     #: topic still holds (a new deployment); "latest" only what comes after.
     subscribe_from: Literal["earliest", "latest"] = "earliest"
+    #: How long start-up waits for the subscription before serving without it.
+    subscribe_wait_s: float = Field(default=10.0, ge=0)
     #: The most events priced and written together.
     batch_size: int = Field(default=500, ge=1, le=5000)
     #: A failed event is retried after this, doubled on each redelivery, up to retry_max_s.
