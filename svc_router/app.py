@@ -1,4 +1,4 @@
-"""svc_router assembled: catalog, backends, turn log, admission, history client, outbox, server.
+"""svc_router assembled: catalog, backends, turn log, admission, budgets, history client, outbox, server.
 
 `RouterApp.start` is what `python -m svc_router` runs and what integration tests start
 in-process against the local stack (with svc_session's key ring as the key source, where
@@ -21,6 +21,7 @@ from parley_core.auth import (
     Revocations,
     ServiceTokenSource,
 )
+from parley_core.budgets import BudgetState
 from parley_core.catalog import Catalog, CatalogModel, load_catalog
 from parley_core.data import DataConnections, open_data
 from parley_core.erasure import UserDeletedConsumer
@@ -29,6 +30,7 @@ from parley_core.ratelimit import TokenBucketLimiter
 from parley_core.server import RunningServer, start_server
 from svc_router.admission import Admission
 from svc_router.backends import ModelRoutes
+from svc_router.budget import TurnBudgets
 from svc_router.engine import TurnEngine
 from svc_router.events import MIGRATIONS, UsageEvents
 from svc_router.history import HistoryClient
@@ -99,6 +101,7 @@ class RouterApp:
             HistoryClient(history_channel, identity, timeout_s=settings.history_timeout_s),
             log,
             Admission(TokenBucketLimiter(redis), settings),
+            TurnBudgets(BudgetState(redis), catalog, hold_s=settings.budget_hold_s, registry=registry),
             UsageEvents(data.outbox),
             registry=registry,
         )

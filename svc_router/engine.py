@@ -5,13 +5,15 @@ Both streaming forms of the API (Chat and StreamTurn) and ResumeTurn drive this 
 `cancel` ends it. A turn runs as a task of its own, apart from the streams that read it,
 so a slow or vanished client never holds up the model (docs/adr/0011-chat-turn.md).
 
-The order of a turn: admit (Redis, one round trip) -> create the conversation if the turn
-starts one -> store the user message (idempotent by the client's key) -> read the active
-path and fit it to the model's context window -> stream from the first backend that sends a
-first token -> store the answer with its usage and state -> add TurnCompleted to the outbox
--> log TurnCompleted. Every event reaches a client only after it is in the turn log, so a
-client that resumes on another router after this one died never sees a sequence number
-twice.
+The order of a turn: admit (Redis, one round trip) -> reserve its largest cost on its
+budgets (Redis, one round trip) -> create the conversation if the turn starts one -> store
+the user message (idempotent by the client's key) -> read the active path and fit it to the
+model's context window -> stream from the first backend that sends a first token -> store the
+answer with its usage and state -> add TurnCompleted to the outbox (the ledger settles the
+reservation when it prices it) -> log TurnCompleted. A turn that ends before its usage event
+is written gives its reservation back. Every event reaches a client only after it is in the
+turn log, so a client that resumes on another router after this one died never sees a
+sequence number twice.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Protocol
 
 import grpc
@@ -33,11 +36,13 @@ from parley_core.catalog import Catalog, CatalogModel
 from parley_core.errors import FieldViolation, RpcError, invalid_argument
 from svc_router.admission import Admission
 from svc_router.backends import BackendError, ChatMessage, Finish, Generation, Piece
+from svc_router.budget import TurnBudgets
 from svc_router.events import UsageEvents
 from svc_router.history import ConversationInfo, HistoryClient, PathMessage
 from svc_router.settings import RouterSettings
 from svc_router.turn_log import SequenceTakenError, TurnLog
 from svc_router.turns import (
+    BudgetWarning,
     Completed,
     Delta,
     FinishReason,
@@ -128,11 +133,10 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _cost_micros(model: CatalogModel, input_tokens: int, output_tokens: int) -> int:
-    """The estimate in micro-units, rounded up (prices are per million tokens)."""
-    price = model.price
-    total = input_tokens * price.input_per_million_tokens + output_tokens * price.output_per_million_tokens
-    return -(-total // 1_000_000)
+def _cost(model: CatalogModel, input_tokens: int, output_tokens: int) -> tuple[int, str]:
+    """The router's estimate of what the tokens cost now, in micro-units, and the currency."""
+    price = model.price_at(datetime.now(UTC))
+    return price.cost_micros(input_tokens, output_tokens), price.currency
 
 
 @dataclass
@@ -159,6 +163,8 @@ class _Running:
     #: When the request arrived (the engine's clock), for time to first token.
     arrived: float = 0.0
     writer_done: bool = False
+    #: The usage event is in the outbox: the ledger settles the turn's budget reservation.
+    usage_written: bool = False
 
     def emit(self, kind: Started | Delta | Completed) -> TurnEvent:
         event = TurnEvent(sequence=len(self.events) + 1, time_ms=_now_ms(), kind=kind)
@@ -215,6 +221,7 @@ class TurnEngine:
         history: HistoryClient,
         log: TurnLog,
         admission: Admission,
+        budgets: TurnBudgets,
         usage: UsageEvents,
         *,
         registry: CollectorRegistry | None = None,
@@ -227,6 +234,7 @@ class TurnEngine:
         self._history = history
         self._log = log
         self._admission = admission
+        self._budgets = budgets
         self._usage = usage
         self._clock = clock
         self._metrics = _Metrics(registry if registry is not None else CollectorRegistry())
@@ -356,19 +364,30 @@ class TurnEngine:
             ) or self._settings.default_system_prompt
             await self._prompts.check(model, system_prompt, request.text)
         await self._admission.admit(user_id, principal.tier)
+        # A new turn id: a retry that found its key above reserves nothing, and a concurrent
+        # send that loses the key below gives back what it reserved.
         turn_id = str(uuid.uuid4())
-        if key:
-            # Held briefly until the turn is stored: a router that dies in between frees the
-            # key soon, and the retry finds the user message history kept for this key.
-            claimed = await self._log.claim_key(user_id, key, turn_id, _STARTING_CLAIM_S)
-            if claimed != turn_id:
-                return await self._existing(caller, claimed)
+        warnings = await self._budgets.reserve(turn_id, principal, model)
+        started = False
         try:
-            name = await self._store_and_start(caller, request, model, conversation, turn_id, arrived)
-        except BaseException:
             if key:
-                await self._log.release_key(user_id, key, turn_id)
-            raise
+                # Held briefly until the turn is stored: a router that dies in between frees
+                # the key soon, and the retry finds the user message history kept for this key.
+                claimed = await self._log.claim_key(user_id, key, turn_id, _STARTING_CLAIM_S)
+                if claimed != turn_id:
+                    return await self._existing(caller, claimed)
+            try:
+                name = await self._store_and_start(
+                    caller, request, model, conversation, turn_id, arrived, warnings
+                )
+            except BaseException:
+                if key:
+                    await self._log.release_key(user_id, key, turn_id)
+                raise
+            started = True
+        finally:
+            if not started:  # no turn, so no usage event will settle the reservation
+                await self._budgets.release(turn_id)
         if key:
             await self._log.keep_key(user_id, key, self._settings.idempotency_ttl_s)
         return name
@@ -381,6 +400,7 @@ class TurnEngine:
         conversation: ConversationInfo | None,
         turn_id: str,
         arrived: float,
+        warnings: tuple[BudgetWarning, ...],
     ) -> TurnName:
         principal = caller.principal
         send = request.idempotency_key or turn_id
@@ -407,6 +427,7 @@ class TurnEngine:
                 model=f"models/{model.name}",
                 tier=principal.tier,
                 api_key_id=principal.api_key_id,
+                budget_warnings=warnings,
             )
             await self._log.open(record, self.instance, self._settings.lease_s)
         except BaseException:
@@ -482,6 +503,8 @@ class TurnEngine:
                 await lease
             with contextlib.suppress(Exception):
                 await self._log.release_lease(turn.record.name.turn_id)
+            if not turn.usage_written:  # the ledger will never settle it
+                await self._budgets.release(turn.record.name.turn_id)
             # Streams still reading get the rest from the log.
             self._running.pop(turn.record.name.turn_id, None)
 
@@ -560,6 +583,7 @@ class TurnEngine:
             user_message=name.message(record.user_message_id),
             assistant_message=name.message(record.assistant_message_id),
             model=f"models/{model.name}",
+            budget_warnings=record.budget_warnings,
         )
 
     async def _finish(self, turn: _Running, outcome: _Outcome) -> None:
@@ -576,7 +600,7 @@ class TurnEngine:
                 error_reason="ANSWER_NOT_STORED",
                 error_message="the answer could not be stored; it is in the turn log for an hour",
             )
-        await self._bill(record, outcome.model, completed)
+        turn.usage_written = await self._bill(record, outcome.model, completed, outcome.usage_reported)
         turn.emit(completed)
         self._metrics.turns.labels(outcome.model.name, completed.finish_reason).inc()
         self._metrics.tokens.labels(outcome.model.name, "input").inc(completed.input_tokens)
@@ -617,18 +641,22 @@ class TurnEngine:
             ),
         )
 
-    async def _bill(self, record: TurnRecord, model: CatalogModel, completed: Completed) -> None:
+    async def _bill(
+        self, record: TurnRecord, model: CatalogModel, completed: Completed, reported: bool
+    ) -> bool:
         """TurnCompleted into the outbox (the ledger bills it) and the tokens off the quota:
-        whatever became of the answer, what the model did is billed."""
-        await _retried(
+        whatever became of the answer, what the model did is billed. `reported`: the counts
+        are the model's own (else the router's estimate). False when the event was not written."""
+        written = await _retried(
             "writing the usage event",
             str(record.name),
-            lambda: self._usage.turn_completed(record, f"models/{model.name}", completed),
+            lambda: self._usage.turn_completed(record, f"models/{model.name}", completed, reported=reported),
         )
         with contextlib.suppress(Exception):  # the quota is a guard; the ledger is the account
             await self._admission.charge(
                 record.name.user_id, record.tier, completed.input_tokens + completed.output_tokens
             )
+        return written
 
     def _unlogged(self, turn: _Running) -> None:
         self._dirty[turn.record.name.turn_id] = turn
@@ -801,17 +829,19 @@ class TurnEngine:
             model = self._catalog.model(self._catalog.default_model)
         deltas = [e.kind for e in logged if isinstance(e.kind, Delta)]
         output = sum(d.tokens for d in deltas)
+        cost, currency = _cost(model, record.prompt_tokens, output)
         completed = Completed(
             finish_reason="error",
             input_tokens=record.prompt_tokens,
             output_tokens=output,
-            cost_micros=_cost_micros(model, record.prompt_tokens, output),
-            currency=model.price.currency,
+            cost_micros=cost,
+            currency=currency,
             error_message="the router running this turn stopped; the answer ends at the last event logged",
             error_reason="ROUTER_LOST",
         )
         await self._store_answer(caller, record, model, completed, "".join(d.text for d in deltas))
-        await self._bill(record, model, completed)
+        if not await self._bill(record, model, completed, reported=False):
+            await self._budgets.release(turn_id)
         events: list[TurnEvent] = []
         sequence = logged[-1].sequence if logged else 0
         if not any(isinstance(e.kind, Started) for e in logged):
@@ -859,22 +889,27 @@ class _Outcome:
     def fail(self, reason: str, message: str) -> None:
         self.finish_reason, self.error_reason, self.error_message = "error", reason, message
 
+    @property
+    def usage_reported(self) -> bool:
+        """The model reported its usage: a Finish that counts the prompt. A server that
+        streams no usage (llama-cpp-python's) reports no prompt tokens, and its completion
+        count is the pieces the router received."""
+        return self.reported is not None and self.reported.prompt_tokens > 0
+
     def completed(self) -> Completed:
-        # The model's own counts when it reported them; otherwise (cancelled, failed) the
-        # prompt as the router counted it and the tokens streamed so far.
-        # A server that streams no usage (llama-cpp-python's) reports no prompt tokens.
-        input_tokens = (
-            self.reported.prompt_tokens
-            if self.reported and self.reported.prompt_tokens
-            else self.input_tokens
-        )
-        output_tokens = self.reported.completion_tokens if self.reported else self.output_tokens
+        # The model's own counts when it reported them; otherwise (cancelled, failed, a server
+        # that streams no usage) the prompt as the router counted it and the tokens streamed.
+        if self.reported is not None and self.usage_reported:
+            input_tokens, output_tokens = self.reported.prompt_tokens, self.reported.completion_tokens
+        else:
+            input_tokens, output_tokens = self.input_tokens, self.output_tokens
+        cost, currency = _cost(self.model, input_tokens, output_tokens)
         return Completed(
             finish_reason=self.finish_reason,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_micros=_cost_micros(self.model, input_tokens, output_tokens),
-            currency=self.model.price.currency,
+            cost_micros=cost,
+            currency=currency,
             error_message=self.error_message,
             error_reason=self.error_reason,
         )

@@ -1,5 +1,10 @@
 """The router's one event: TurnCompleted on the `usage` topic, through the outbox.
 
+Its `usage` holds the model's own counts when the model reported them; otherwise (a
+cancelled or failed turn, a server that streams no usage) `estimated_usage` holds the
+router's: the prompt counted with the model's tokenizer and the tokens streamed. The ledger
+settles the turn's budget reservation when it prices the event.
+
 The event id is derived from the turn, so whoever writes it (the router that ran the turn,
 or one that closed it after that router died) writes the same event, and the ledger's line
 item, keyed by it, is written once.
@@ -30,10 +35,16 @@ class UsageEvents:
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
 
-    async def turn_completed(self, record: TurnRecord, model: str, completed: Completed) -> str:
-        """Add the turn's TurnCompleted to the outbox; its event id."""
+    async def turn_completed(
+        self, record: TurnRecord, model: str, completed: Completed, *, reported: bool
+    ) -> str:
+        """Add the turn's TurnCompleted to the outbox; its event id. `reported`: the counts
+        are the model's own (`usage`); otherwise they are the router's (`estimated_usage`)."""
         turn = str(record.name)
         event = usage_event_id(turn)
+        counts = common_pb2.TokenUsage(
+            input_tokens=completed.input_tokens, output_tokens=completed.output_tokens
+        )
         payload = events_pb2.TurnCompleted(
             event_id=event,
             event_time=timestamp(datetime.now(UTC)),
@@ -41,12 +52,10 @@ class UsageEvents:
             tier=record.tier,
             turn=turn,
             model=model,
-            usage=common_pb2.TokenUsage(
-                input_tokens=completed.input_tokens, output_tokens=completed.output_tokens
-            ),
             finish_reason=completed.finish_reason,
             api_key=f"users/{record.name.user_id}/apiKeys/{record.api_key_id}" if record.api_key_id else "",
         )
+        (payload.usage if reported else payload.estimated_usage).CopyFrom(counts)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         await self._outbox.add(

@@ -13,6 +13,7 @@ import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import grpc
@@ -27,7 +28,7 @@ from parley_core.paging import offset_page, page_size
 from parley_core.servicer import add_servicer
 from svc_router.engine import Caller, TurnEngine, TurnRequest
 from svc_router.settings import RouterSettings
-from svc_router.turns import Completed, Delta, Started, TurnEvent, TurnName
+from svc_router.turns import BudgetWarning, Completed, Delta, Started, TurnEvent, TurnName
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ChatService"]
 
@@ -132,6 +133,7 @@ def event_message(name: TurnName, event: TurnEvent) -> pb.TurnEvent:
                 user_message=kind.user_message,
                 assistant_message=kind.assistant_message,
                 model=kind.model,
+                budget_warnings=[_budget_warning(w) for w in kind.budget_warnings],
             )
         )
     elif isinstance(kind, Delta):
@@ -139,6 +141,14 @@ def event_message(name: TurnName, event: TurnEvent) -> pb.TurnEvent:
     else:
         wire.completed.CopyFrom(_completed(kind))
     return wire
+
+
+def _budget_warning(warning: BudgetWarning) -> pb.BudgetWarning:
+    return pb.BudgetWarning(
+        budget=warning.budget,
+        soft_limit=common_pb2.Money(currency_code=warning.currency, micros=warning.soft_limit_micros),
+        committed=common_pb2.Money(currency_code=warning.currency, micros=warning.committed_micros),
+    )
 
 
 def _completed(kind: Completed) -> pb.TurnCompleted:
@@ -151,8 +161,8 @@ def _completed(kind: Completed) -> pb.TurnCompleted:
     )
 
 
-def _model(model: CatalogModel, health: Health) -> pb.Model:
-    price = model.price
+def _model(model: CatalogModel, health: Health, now: datetime) -> pb.Model:
+    price = model.price_at(now)
     return pb.Model(
         name=f"models/{model.name}",
         display_name=model.display_name,
@@ -207,8 +217,9 @@ class ChatServiceServicer:
         offered = [m for m in self._catalog.models if m.available_to(principal.tier)]
         page, token = offset_page(offered, size, request.page_token)
         healths = await asyncio.gather(*(self._health.health(m) for m in page))
+        now = datetime.now(UTC)
         return pb.ListModelsResponse(
-            models=[_model(m, h) for m, h in zip(page, healths, strict=True)], next_page_token=token
+            models=[_model(m, h, now) for m, h in zip(page, healths, strict=True)], next_page_token=token
         )
 
     async def Chat(

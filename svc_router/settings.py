@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from parley_core.ratelimit import BucketSize
@@ -78,6 +78,9 @@ class RouterSettings(DataServiceSettings):
     inter_token_timeout_s: float = Field(default=30.0, gt=0)
     #: The longest a whole answer may stream.
     turn_timeout_s: float = Field(default=600.0, gt=0)
+    #: How long a turn's budget reservation holds when the ledger never settles it (a router
+    #: died, the usage event was lost); longer than turn_timeout_s. 0: turn_timeout_s + 300.
+    budget_hold_s: float = Field(default=0.0, ge=0)
     #: Pieces that arrive within this many milliseconds of the first become one delta; 0
     #: sends every piece as it comes (docs/adr/0011: backpressure).
     coalesce_ms: float = Field(default=0.0, ge=0)
@@ -111,3 +114,14 @@ class RouterSettings(DataServiceSettings):
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     #: How often backend health is probed for ListModels.
     health_interval_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _hold_outlives_the_turn(self) -> RouterSettings:
+        if self.budget_hold_s == 0:
+            self.budget_hold_s = self.turn_timeout_s + 300
+        elif self.budget_hold_s <= self.turn_timeout_s:
+            raise ValueError(
+                f"budget_hold_s ({self.budget_hold_s}) must be longer than turn_timeout_s "
+                f"({self.turn_timeout_s}): a reservation must outlive the turn it holds for"
+            )
+        return self

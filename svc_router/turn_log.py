@@ -28,7 +28,7 @@ from typing import Any
 import redis.asyncio
 from redis.exceptions import ResponseError
 
-from svc_router.turns import Completed, Delta, Started, TurnEvent, TurnName, TurnRecord
+from svc_router.turns import BudgetWarning, Completed, Delta, Started, TurnEvent, TurnName, TurnRecord
 
 #: Where CancelTurn announces cancels to every router.
 CANCEL_CHANNEL = "parley:turn-cancels"
@@ -59,12 +59,18 @@ def decode_event(text: str | bytes) -> TurnEvent:
     body = json.loads(text)
     kind: Started | Delta | Completed
     if "started" in body:
-        kind = Started(**body["started"])
+        started = body["started"]
+        kind = Started(**{**started, "budget_warnings": _warnings(started)})
     elif "delta" in body:
         kind = Delta(text=body["delta"][0], tokens=body["delta"][1])
     else:
         kind = Completed(**body["completed"])
     return TurnEvent(sequence=body["s"], time_ms=body["t"], kind=kind)
+
+
+def _warnings(body: dict[str, Any]) -> tuple[BudgetWarning, ...]:
+    """The budget warnings of a decoded Started or TurnRecord (JSON has lists of objects)."""
+    return tuple(BudgetWarning(**warning) for warning in body.get("budget_warnings", ()))
 
 
 def _encode_record(record: TurnRecord) -> str:
@@ -76,6 +82,7 @@ def _encode_record(record: TurnRecord) -> str:
 def _decode_record(text: str | bytes) -> TurnRecord:
     body = json.loads(text)
     body["name"] = TurnName(*body["name"])
+    body["budget_warnings"] = _warnings(body)
     return TurnRecord(**body)
 
 

@@ -64,6 +64,18 @@ class TurnName:
 
 
 @dataclass(frozen=True)
+class BudgetWarning:
+    """A monthly budget whose soft limit the turn could pass (it goes ahead all the same)."""
+
+    #: The budget's resource name (`users/{user}/budget`, ...).
+    budget: str
+    soft_limit_micros: int
+    #: Spent and reserved this month, this turn's largest cost included.
+    committed_micros: int
+    currency: str
+
+
+@dataclass(frozen=True)
 class Started:
     """The turn was admitted, its user message stored and a backend answers."""
 
@@ -71,6 +83,8 @@ class Started:
     assistant_message: str
     #: `models/{model}`: the model that answers, after any failover.
     model: str
+    #: The soft limits the turn could pass, from its reservation at admission.
+    budget_warnings: tuple[BudgetWarning, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,3 +137,5 @@ class TurnRecord:
     #: The prompt's tokens as the router counted them (0 until the context is assembled),
     #: what a turn whose router died is billed for reading.
     prompt_tokens: int = 0
+    #: What the turn's TurnStarted warns of, whichever router sends it.
+    budget_warnings: tuple[BudgetWarning, ...] = ()

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pulsar
 import pytest
+from redis.asyncio import Redis
 
+from parley_core.budgets import BudgetState
 from parley_core.ratelimit import BucketSize
 from parley_core.stubs import chat_stub, history_stub
 from parley_stack.testing import LocalStack
@@ -51,6 +53,21 @@ ROOMY = TierLimits(
 def router_servers(history_servers: LocalStack) -> LocalStack:  # noqa: F811
     history_servers.ensure("triton")
     return history_servers
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def budget_state_ready(router_servers: LocalStack) -> None:
+    """Mark the budgets' Redis state ready, or every turn is refused (BUDGET_STATE_UNAVAILABLE).
+
+    In production svc_ledger marks it once it has rebuilt the state from its own tables (its
+    tests cover the rebuilding); the router's tests run without the ledger.
+    """
+    host, port = router_servers.endpoint("redis", "redis")
+    redis = Redis.from_url(f"redis://{host}:{port}/0")
+    try:
+        await BudgetState(redis).mark_ready("router tests")
+    finally:
+        await redis.aclose()
 
 
 def router_settings(
