@@ -96,10 +96,13 @@ class PriceBook:
 
 
 def _row(model: str, price: Price) -> PriceRow:
+    when = price.effective_time if isinstance(price, PriceChange) else None
+    if when is not None:  # as Cassandra keeps it: milliseconds
+        when = when.replace(microsecond=when.microsecond // 1000 * 1000)
     return PriceRow(
         model,
         price.version,
-        price.effective_time if isinstance(price, PriceChange) else None,
+        when,
         price.currency,
         price.input_per_million_tokens,
         price.output_per_million_tokens,
