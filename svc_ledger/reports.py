@@ -133,7 +133,7 @@ class Reports:
             elif entry.parts[FINISH] == "cancelled":
                 model[2] += turns
                 cancelled += turns
-        users = grouped(entries, lambda e: e.user_id)
+        users = grouped(entries, lambda e: f"users/{e.user_id}")
         return Overview(
             active_users=len([u for u in users if u.amounts[0] > 0]),
             totals=totals,
