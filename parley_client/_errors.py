@@ -40,7 +40,7 @@ class ChatError(Exception):
         if why:
             line += f" ({': '.join(why)})"
         if self.retry_after_s is not None:
-            line += f"; try again in {self.retry_after_s:.3g} s"
+            line += f"; try again in {_wait(self.retry_after_s)}"
         return line
 
     def as_json(self) -> dict[str, object]:
@@ -52,6 +52,17 @@ class ChatError(Exception):
         if self.retry_after_s is not None:
             found["retryAfterSeconds"] = self.retry_after_s
         return found
+
+
+def _wait(seconds: float) -> str:
+    """A delay as a person reads it: seconds, minutes, hours or days (a budget's month)."""
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 2 * 3600:
+        return f"{round(seconds / 60)} min"
+    if seconds < 2 * 86_400:
+        return f"{round(seconds / 3600)} h"
+    return f"{round(seconds / 86_400)} days"
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> ChatError:

@@ -2,6 +2,7 @@
 
 Two views with one interface: `TextView` for people (the answer, then a dimmed usage
 line) and `JsonView` for scripts (each event as a JSON line, in the contract's JSON form).
+Both say on stderr, in one line, when a turn could pass a monthly budget's soft limit.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from parley.common.v1 import common_pb2
 from parley_client._errors import ChatError
 from parley_client._turn import TurnProgress
 
-__all__ = ["JsonView", "TextView", "View", "format_money", "summary"]
+__all__ = ["JsonView", "TextView", "View", "budget_warning", "format_money", "summary"]
 
 _DIM, _RESET = "\x1b[2m", "\x1b[0m"
 
@@ -53,6 +54,18 @@ def format_money(money: common_pb2.Money) -> str:
 
 def short_model(name: str) -> str:
     return name.removeprefix("models/")
+
+
+def budget_warning(started: chat_pb2.TurnStarted) -> str:
+    """One line for the budgets a turn could take past their soft limit; empty for none."""
+    if not started.budget_warnings:
+        return ""
+    parts = [
+        f"{w.budget} could reach {format_money(w.committed)} this month, "
+        f"past its soft limit of {format_money(w.soft_limit)}"
+        for w in started.budget_warnings
+    ]
+    return "warning: " + "; ".join(parts)
 
 
 def summary(progress: TurnProgress) -> str:
@@ -94,7 +107,9 @@ class TextView:
 
     def event(self, event: chat_pb2.TurnEvent, progress: TurnProgress) -> None:
         kind = event.WhichOneof("kind")
-        if kind == "delta":
+        if kind == "started" and (warning := budget_warning(event.started)):
+            self.note(warning)
+        elif kind == "delta":
             self.out.write(event.delta.text)
             self.out.flush()
             self._mid_answer = True
@@ -149,6 +164,8 @@ class JsonView:
 
     def event(self, event: chat_pb2.TurnEvent, progress: TurnProgress) -> None:
         self._line(json_format.MessageToDict(event))
+        if event.WhichOneof("kind") == "started" and (warning := budget_warning(event.started)):
+            self.note(warning)
 
     def note(self, text: str) -> None:
         self.err.write(text + "\n")

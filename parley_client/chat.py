@@ -16,7 +16,8 @@ A partner's first hour looks like this:
 
 3. **Run a turn.** Open the bidirectional `Chat` stream, write
    `ChatRequest(start=TurnInput(...))` and read `TurnEvent`s: `started` (the turn's name,
-   and with it the conversation's, for a turn that started one), then `delta`s to print as
+   and with it the conversation's, for a turn that started one, and the monthly budgets
+   whose soft limit the turn could pass, to warn of), then `delta`s to print as
    they arrive, then `completed` with the finish reason, token usage and a cost estimate.
    Each send carries a fresh `idempotency_key`; a send retried with the same key starts no
    second turn.

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from redis.asyncio import Redis
 
 from parley.session.v1 import session_pb2
+from parley_core.budgets import BudgetLimits, BudgetScope, BudgetState
 from parley_core.stubs import session_stub
 from parley_stack.config import REPO_ROOT
 from parley_stack.testing import LocalStack
@@ -60,6 +62,12 @@ def edge(local_stack: LocalStack) -> str:
 
 @pytest.fixture(scope="module")
 async def partner(edge: str, local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Partner:
+    made, _user_id = await new_partner(edge, local_stack, tmp_path_factory.mktemp("config"))
+    return made
+
+
+async def new_partner(edge: str, local_stack: LocalStack, config_home: Path) -> tuple[Partner, str]:
+    """A new account with a chat key, and its user id."""
     email = f"chat-cli-{secrets.token_hex(5)}@parley.test"
     async with grpc.aio.insecure_channel(edge) as channel:
         stub = session_stub(channel)
@@ -73,7 +81,7 @@ async def partner(edge: str, local_stack: LocalStack, tmp_path_factory: pytest.T
             metadata=(("authorization", f"Bearer {registered.credentials.access_token}"),),
             timeout=10,
         )
-    return Partner(edge, email, created.key, tmp_path_factory.mktemp("config"))
+    return Partner(edge, email, created.key, config_home), registered.user.name.removeprefix("users/")
 
 
 async def start_chat(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
@@ -214,3 +222,27 @@ async def test_a_dropped_connection_resumes_without_repeating_or_losing_a_word(p
     assert code == 0
     assert len(reference.split()) == 60
     assert (seen + rest).decode() == reference
+
+
+async def test_a_turn_that_could_pass_a_budgets_soft_limit_warns_in_one_line(
+    edge: str, local_stack: LocalStack, tmp_path: Path
+) -> None:
+    warned, user_id = await new_partner(edge, local_stack, tmp_path)
+    host, port = local_stack.endpoint("redis", "redis")
+    redis = Redis.from_url(f"redis://{host}:{port}/0")
+    try:
+        await BudgetState(redis).set_limits(BudgetScope.user(user_id), BudgetLimits(soft=1000))
+    finally:
+        await redis.aclose()
+
+    code, out, err = await run_chat(
+        warned.env(), "--model", "parley-scripted", "-m", "hi [scripted ttft_ms=10]"
+    )
+
+    assert code == 0, err
+    assert out == "you said: hi\n"  # the answer alone; the warning is for the person
+    # parley-scripted's turn may cost up to 3,072 micro-USD (docs/adr/0011: budgets).
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [
+        f"warning: users/{user_id}/budget could reach 0.003072 USD this month, "
+        "past its soft limit of 0.001 USD"
+    ]
