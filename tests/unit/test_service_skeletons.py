@@ -1,7 +1,8 @@
-"""Each service boots on a free port and answers health, reflection and UNIMPLEMENTED.
+"""A server boots on a free port and answers health, reflection and UNIMPLEMENTED for the
+methods its servicer does not define (parley_core.server and parley_core.servicer).
 
-svc_session and svc_history need their servers to start; their boots are tested with the
-real servers in tests/integration/session/test_session_app.py and tests/integration/history/.
+The services themselves need their servers to start; their boots are tested with the real
+servers under tests/integration/.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import grpc
 import httpx
 import pytest
+from google.protobuf.descriptor import ServiceDescriptor
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
@@ -26,13 +28,18 @@ from parley_core.server import RunningServer, start_server
 from parley_core.servicer import add_servicer
 from parley_core.settings import ServiceSettings
 from parley_core.stubs import chat_stub, health_stub, ledger_stub, reflection_stub
-from svc_ledger.settings import LedgerSettings
 
 Register = Callable[[grpc.aio.Server], Awaitable[Sequence[str]]]
 
+
+async def _none_of(server: grpc.aio.Server, service: ServiceDescriptor) -> Sequence[str]:
+    return [add_servicer(server, service, object())]
+
+
 SERVICES: dict[str, tuple[Register, str]] = {
+    # LedgerService's descriptor with a servicer that defines none of its methods.
     "svc_ledger": (
-        lambda s: svc_ledger.servicer.register(s, LedgerSettings()),
+        lambda s: _none_of(s, svc_ledger.servicer.SERVICE),
         "parley.ledger.v1.LedgerService",
     ),
 }
