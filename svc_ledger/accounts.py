@@ -69,19 +69,38 @@ class Accounts:
         self._parallel = asyncio.Semaphore(16)
 
     async def record(self, priced: Sequence[Priced]) -> Recorded:
+        """Write the events into their months, then (once for the whole batch) their minutes
+        and the budgets: reservations released and spent set, in one Redis call."""
         groups: dict[tuple[str, str], dict[str, Priced]] = defaultdict(dict)
         for event in priced:
             groups[(event.item.user_id, event.item.month)].setdefault(event.item.event_id, event)
-        results = await asyncio.gather(
+        months = await asyncio.gather(
             *(
                 self._record_month(user, month, list(events.values()))
                 for (user, month), events in groups.items()
             )
         )
-        new = sum(results)
+        unique = [event for events in groups.values() for event in events.values()]
+        await asyncio.gather(
+            *(
+                self._store.add_minutes(rows[first : first + _CHUNK * 2])
+                for rows in _minute_rows(unique).values()
+                for first in range(0, len(rows), _CHUNK * 2)
+            )
+        )
+        await self._budgets.settle(
+            sorted({e.item.turn.rsplit("/", 1)[-1] for e in unique}),
+            [
+                share
+                for ((user_id, month), _), (_, account) in zip(groups.items(), months, strict=True)
+                for share in contributions(user_id, month, account)
+            ],
+        )
+        new = sum(written for written, _ in months)
         return Recorded(new, len(priced) - new)
 
-    async def _record_month(self, user_id: str, month: str, events: list[Priced]) -> int:
+    async def _record_month(self, user_id: str, month: str, events: list[Priced]) -> tuple[int, AccountMonth]:
+        """Write one user's events of one month; how many were new, and the month after."""
         async with self._parallel:
             if (month, user_id) not in self._known_users:
                 await self._store.add_month_user(month, user_id)
@@ -94,12 +113,7 @@ class Accounts:
                     new += written
             finally:
                 self._remember(user_id, month, account)
-            await self._store.add_minutes(_minute_rows(events))
-            await self._budgets.settle(
-                sorted({e.item.turn.rsplit("/", 1)[-1] for e in events}),
-                contributions(user_id, month, account),
-            )
-            return new
+            return new, account
 
     async def _write(self, account: AccountMonth, events: list[Priced]) -> tuple[int, AccountMonth]:
         """Write the events not yet written; how many were new, and the account after."""
@@ -127,10 +141,12 @@ class Accounts:
         self._cache.clear()
 
 
-def _minute_rows(events: Iterable[Priced]) -> list[tuple[str, datetime, str, str, str]]:
-    rows: list[tuple[str, datetime, str, str, str]] = []
+def _minute_rows(events: Iterable[Priced]) -> dict[str, list[tuple[str, datetime, str, str, str]]]:
+    """The events' turn_minutes rows, by hour (one partition each)."""
+    rows: dict[str, list[tuple[str, datetime, str, str, str]]] = defaultdict(list)
     for event in events:
         item = event.item
         minute = item.usage_time.replace(second=0, microsecond=0)
-        rows.append((minute.strftime("%Y-%m-%dT%H"), minute, item.event_id, item.model, item.finish_reason))
+        hour = minute.strftime("%Y-%m-%dT%H")
+        rows[hour].append((hour, minute, item.event_id, item.model, item.finish_reason))
     return rows

@@ -18,7 +18,7 @@ import pulsar.asyncio
 
 from parley_core.auth import AuthInterceptor, HttpKeySource, JwtVerifier, KeySource, Revocations
 from parley_core.budgets import BudgetState
-from parley_core.catalog import load_catalog
+from parley_core.catalog import Catalog, load_catalog
 from parley_core.data import DataConnections, open_data
 from parley_core.server import RunningServer, start_server
 from svc_ledger.accounts import Accounts
@@ -58,6 +58,21 @@ class LedgerApp:
         Redis state if it is missing, then consume usage events and serve."""
         catalog = load_catalog(settings.catalog_path)
         data = await open_data(settings, MIGRATIONS)
+        try:
+            return await cls._assemble(settings, catalog, data, key_source, pulsar_client)
+        except BaseException:
+            await data.close()
+            raise
+
+    @classmethod
+    async def _assemble(
+        cls,
+        settings: LedgerSettings,
+        catalog: Catalog,
+        data: DataConnections,
+        key_source: KeySource | None,
+        pulsar_client: Callable[[str], pulsar.asyncio.Client] | None,
+    ) -> LedgerApp:
         store = LedgerStore(data.cql, settings.keyspace)
         prices = await PriceBook.recorded(
             catalog, store, datetime.now(UTC), timedelta(seconds=settings.price_grace_s)
@@ -66,15 +81,9 @@ class LedgerApp:
         budgets = Budgets(settings, store, state)
         if not await state.is_ready():
             await budgets.rebuild()
-        budgets.start()
         consumer = UsageConsumer(
             settings, prices, Accounts(store, state), data.registry, client_factory=pulsar_client
         )
-        consumer.start()
-        # Started means subscribed (events published from now on are billed), unless Pulsar
-        # is away: then the API serves anyway and the consumer keeps trying.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(consumer.subscribed.wait(), settings.subscribe_wait_s)
         servicer = LedgerServiceServicer(prices, Reports(store), budgets)
         keys = key_source if key_source is not None else HttpKeySource(settings.jwks_url)
         revocations = Revocations(data.redis)
@@ -86,7 +95,17 @@ class LedgerApp:
         async def add(server: grpc.aio.Server) -> list[str]:
             return list(await register(server, servicer))
 
-        running = await start_server(settings, add, interceptors=[interceptor], registry=data.registry)
+        try:
+            running = await start_server(settings, add, interceptors=[interceptor], registry=data.registry)
+        except BaseException:
+            await revocations.close()
+            raise
+        budgets.start()
+        consumer.start()
+        # Started means subscribed (events published from now on are billed), unless Pulsar
+        # is away: then the API serves anyway and the consumer keeps trying.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consumer.subscribed.wait(), settings.subscribe_wait_s)
         return cls(settings, running, store, prices, budgets, consumer, revocations, data)
 
     async def stop(self) -> None:

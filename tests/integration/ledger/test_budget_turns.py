@@ -69,6 +69,10 @@ def _settled(spent: int) -> Callable[[lpb.GetBudgetResponse], bool]:
     return lambda b: b.reserved.micros == 0 and b.spent.micros == spent
 
 
+def _settled(spent: int) -> Callable[[lpb.GetBudgetResponse], bool]:
+    return lambda b: b.reserved.micros == 0 and b.spent.micros == spent
+
+
 async def test_concurrent_turns_never_spend_past_a_hard_budget(
     tmp_path: Path,
     start_router: Any,  # noqa: F811
@@ -113,9 +117,7 @@ async def test_concurrent_turns_never_spend_past_a_hard_budget(
             costs += [t.completed.cost_estimate.micros for t in admitted]
             admitted_total += len(admitted)
             spent = sum(costs)
-            after = await eventually(
-                budget, lambda b, spent=spent: b.reserved.micros == 0 and b.spent.micros == spent
-            )
+            after = await eventually(budget, _settled(spent))
             assert after.spent.micros <= HARD_LIMIT
             if not admitted:
                 break

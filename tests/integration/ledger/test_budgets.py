@@ -164,6 +164,7 @@ async def test_a_redis_that_lost_the_budget_state_is_rebuilt_from_the_ledger(
 
 
 async def _forget_budget_state(redis: Redis) -> None:
-    """What a Redis restarted without its data looks like to the budgets."""
-    async for key in redis.scan_iter(match="parley:budget:*", count=1000):
-        await redis.delete(key)
+    """What a Redis restarted without its data looks like to the budgets: every key gone at
+    once (one DEL), so the ledger's rebuild cannot start half-way through the deleting."""
+    keys = [key async for key in redis.scan_iter(match="parley:budget:*", count=1000)]
+    await redis.delete(*keys)
