@@ -69,10 +69,6 @@ def _settled(spent: int) -> Callable[[lpb.GetBudgetResponse], bool]:
     return lambda b: b.reserved.micros == 0 and b.spent.micros == spent
 
 
-def _settled(spent: int) -> Callable[[lpb.GetBudgetResponse], bool]:
-    return lambda b: b.reserved.micros == 0 and b.spent.micros == spent
-
-
 async def test_concurrent_turns_never_spend_past_a_hard_budget(
     tmp_path: Path,
     start_router: Any,  # noqa: F811
