@@ -3,6 +3,7 @@ with svc_session beside it for users' and admins' tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import grpc
 import pulsar
 import pytest
 
+from parley_core.cassandra import connect
 from parley_core.stubs import ledger_stub
 from parley_stack.testing import LocalStack
 from svc_ledger.app import LedgerApp
@@ -92,6 +94,20 @@ async def start_ledger(
     finally:
         for app in reversed(started):
             await app.stop()
+        # Keyspaces of their own are dropped: every table costs the test Cassandra heap.
+        own = {app.settings.keyspace for app in started} - {KEYSPACE}
+        if own:
+            await asyncio.to_thread(_drop_keyspaces, history_servers, own)
+
+
+def _drop_keyspaces(stack: LocalStack, keyspaces: set[str]) -> None:
+    host, port = stack.endpoint("cassandra-1", "cql")
+    cluster, session = connect([host], port)
+    try:
+        for keyspace in keyspaces:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+    finally:
+        cluster.shutdown()
 
 
 @pytest.fixture

@@ -154,7 +154,11 @@ async def test_poison_events_go_to_the_dead_letter_topic_while_the_rest_flow(
     producer.send(b"\xff\xfe not a protobuf", partition_key=alice.user_id)
 
     items = await items_of(ledger, alice, 3)
-    letters = [await asyncio.to_thread(dead.receive, 20_000) for _ in range(4)]
+    letters: list[pulsar.Message] = []
+    while len(letters) < 4:  # other tests' poison (their own test catalogs' models) may come too
+        letter = await asyncio.to_thread(dead.receive, 20_000)
+        if letter.partition_key() == alice.user_id:
+            letters.append(letter)
     dead.close()
 
     assert sorted(i.name.rsplit("/", 1)[-1] for i in items) == sorted(e.event_id for e in good)
