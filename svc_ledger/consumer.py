@@ -190,7 +190,12 @@ class UsageConsumer:
         )
         await dead_letters.send(
             message.data(),
-            properties={**message.properties(), "reason": poison.reason, "detail": poison.detail[:200]},
+            properties={
+                **message.properties(),
+                "reason": poison.reason,
+                "detail": poison.detail[:200],
+                "subscription": self._settings.subscription,
+            },
             partition_key=message.partition_key() or None,
         )
         await consumer.acknowledge(message)
