@@ -13,13 +13,14 @@ from typing import Any
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import PreparedStatement
+from cassandra.query import PreparedStatement, Statement
 
 __all__ = [
     "LOCAL_DC",
     "connect",
     "create_keyspace",
     "execute",
+    "execute_all",
     "execute_lwt",
 ]
 
@@ -52,15 +53,29 @@ def create_keyspace(session: Session, keyspace: str, replication_factor: int) ->
 
 
 async def execute(
-    session: Session, statement: PreparedStatement | str, params: Sequence[Any] = ()
+    session: Session, statement: PreparedStatement | Statement | str, params: Sequence[Any] = ()
 ) -> list[Any]:
     """Run a statement without blocking the loop; returns all rows of the first page."""
     future: ResponseFuture = session.execute_async(statement, params)
     return await _rows(future)
 
 
+async def execute_all(
+    session: Session, statement: PreparedStatement | Statement | str, params: Sequence[Any] = ()
+) -> list[Any]:
+    """Run a query without blocking the loop; returns the rows of every page (for queries
+    whose result is not bounded by a LIMIT: `execute` returns the first page only)."""
+    future: ResponseFuture = session.execute_async(statement, params)
+    rows: list[Any] = []
+    while True:
+        rows += await _rows(future)
+        if not future.has_more_pages:
+            return rows
+        future.start_fetching_next_page()
+
+
 async def execute_lwt(
-    session: Session, statement: PreparedStatement | str, params: Sequence[Any] = ()
+    session: Session, statement: PreparedStatement | Statement | str, params: Sequence[Any] = ()
 ) -> bool:
     """Run a lightweight transaction; True when it was applied."""
     future: ResponseFuture = session.execute_async(statement, params)

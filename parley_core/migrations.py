@@ -249,9 +249,9 @@ async def _bootstrap(session: Session, keyspace: str, replication_factor: int) -
         "name text PRIMARY KEY, owner text, expires_at timestamp"
         f") WITH ID = {_table_id(keyspace, 'schema_migrations_lease')}",
     ]
-    metadata = session.cluster.metadata.keyspaces.get(keyspace)
-    if metadata is not None and {"schema_migrations", "schema_migrations_lease"} <= set(metadata.tables):
-        return  # the usual start: nothing to create
+    # Always run (no shortcut through the driver's metadata): that metadata can list a table
+    # another instance is still creating before this node serves it. On existing objects
+    # these statements change nothing and return at once.
     for statement in statements:
         await _ddl(session, statement)
 

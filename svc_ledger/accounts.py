@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -58,9 +58,19 @@ def contributions(user_id: str, month: str, account: AccountMonth) -> list[Contr
 
 
 class Accounts:
-    def __init__(self, store: LedgerStore, budgets: BudgetState, *, cached_months: int = 10_000) -> None:
+    def __init__(
+        self,
+        store: LedgerStore,
+        budgets: BudgetState,
+        *,
+        written: Callable[[int], object] = lambda _count: None,
+        cached_months: int = 10_000,
+    ) -> None:
         self._store = store
         self._budgets = budgets
+        #: Told how many line items each applied batch wrote, as soon as it is applied (a
+        #: later failure of the same call does not unwrite them).
+        self._written = written
         # The months this instance wrote last: one user's events come to one instance, so
         # the next batch usually starts from the right version without a read.
         self._cache: OrderedDict[tuple[str, str], AccountMonth] = OrderedDict()
@@ -127,6 +137,7 @@ class Accounts:
                 account, [e.item for e in events], additions
             )
             if applied:
+                self._written(len(events))
                 return len(events), account
             events = [e for e in events if e.item.event_id not in existing]
         raise RuntimeError(f"the month kept changing under {_TRIES} tries; the events will come again")

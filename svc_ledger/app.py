@@ -23,7 +23,7 @@ from parley_core.data import DataConnections, open_data
 from parley_core.server import RunningServer, start_server
 from svc_ledger.accounts import Accounts
 from svc_ledger.budgets import Budgets
-from svc_ledger.consumer import UsageConsumer
+from svc_ledger.consumer import UsageConsumer, UsageMetrics
 from svc_ledger.pricing import PriceBook
 from svc_ledger.reports import Reports
 from svc_ledger.servicer import LedgerServiceServicer, register
@@ -81,9 +81,9 @@ class LedgerApp:
         budgets = Budgets(settings, store, state)
         if not await state.is_ready():
             await budgets.rebuild()
-        consumer = UsageConsumer(
-            settings, prices, Accounts(store, state), data.registry, client_factory=pulsar_client
-        )
+        metrics = UsageMetrics(data.registry)
+        accounts = Accounts(store, state, written=metrics.events.labels("priced").inc)
+        consumer = UsageConsumer(settings, prices, accounts, metrics, client_factory=pulsar_client)
         servicer = LedgerServiceServicer(prices, Reports(store), budgets)
         keys = key_source if key_source is not None else HttpKeySource(settings.jwks_url)
         revocations = Revocations(data.redis)

@@ -72,14 +72,14 @@ class UsageConsumer:
         settings: LedgerSettings,
         prices: PriceBook,
         accounts: Accounts,
-        registry: CollectorRegistry,
+        metrics: UsageMetrics,
         *,
         client_factory: Callable[[str], pulsar.asyncio.Client] | None = None,
     ) -> None:
         self._settings = settings
         self._prices = prices
         self._accounts = accounts
-        self.metrics = UsageMetrics(registry)
+        self.metrics = metrics
         self._factory = client_factory or (
             lambda url: pulsar.asyncio.Client(
                 url, operation_timeout_seconds=10, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error)
@@ -170,13 +170,13 @@ class UsageConsumer:
             for message, _ in priced:
                 self._retry_later(consumer, message)
             return
-        # Acknowledgements are grouped by the client; awaiting them one by one would wait
-        # for a flush each.
-        await asyncio.gather(*(consumer.acknowledge(message) for message, _ in priced))
-        self.metrics.events.labels("priced").inc(recorded.new)
+        # Line items written were counted as "priced" when written (svc_ledger.accounts).
         self.metrics.events.labels("duplicate").inc(recorded.duplicates)
         self.metrics.estimated.inc(sum(1 for _, p in priced if p.item.estimated))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        # Acknowledgements are grouped by the client; awaiting them one by one would wait
+        # for a flush each.
+        await asyncio.gather(*(consumer.acknowledge(message) for message, _ in priced))
 
     async def _dead_letter(
         self,

@@ -26,7 +26,7 @@ from typing import Any
 from cassandra.cluster import Session as CqlSession
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
-from parley_core.cassandra import execute, execute_lwt
+from parley_core.cassandra import execute, execute_all, execute_lwt
 from parley_core.migrations import Migration
 from parley_core.outbox import outbox_migration
 
@@ -258,10 +258,10 @@ class LedgerStore:
 
     async def user_months(self, user_id: str) -> list[str]:
         """The months the user has line items in, newest first."""
-        return [row.month for row in await execute(self._session, self._user_months, (user_id,))]
+        return [row.month for row in await execute_all(self._session, self._user_months, (user_id,))]
 
     async def month_users(self, month: str) -> list[str]:
-        return [row.user_id for row in await execute(self._session, self._month_users, (month,))]
+        return [row.user_id for row in await execute_all(self._session, self._month_users, (month,))]
 
     async def add_minutes(self, rows: Iterable[tuple[str, datetime, str, str, str]]) -> None:
         """(hour, minute, event id, model, finish reason) rows; a repeated row is the same row."""
@@ -275,7 +275,7 @@ class LedgerStore:
 
     async def minutes(self, hour: str) -> list[datetime]:
         """The minute of each event that ended in the hour."""
-        return [utc(row.minute) for row in await execute(self._session, self._minutes, (hour,))]
+        return [utc(row.minute) for row in await execute_all(self._session, self._minutes, (hour,))]
 
     # -- budgets --------------------------------------------------------------------------
 
@@ -284,7 +284,7 @@ class LedgerStore:
         return _budget_of(rows[0]) if rows else None
 
     async def budgets(self) -> list[BudgetRow]:
-        return [_budget_of(row) for row in await execute(self._session, self._budgets)]
+        return [_budget_of(row) for row in await execute_all(self._session, self._budgets)]
 
     async def put_budget(self, row: BudgetRow, expected_etag: str | None) -> bool:
         """Create (expected_etag None) or replace the budget whose etag is expected_etag."""
@@ -315,7 +315,7 @@ class LedgerStore:
                 row.input_per_million,
                 row.output_per_million,
             )
-            for row in await execute(self._session, self._prices)
+            for row in await execute_all(self._session, self._prices)
         ]
 
     async def record_price(self, row: PriceRow, first_seen: datetime) -> bool:
