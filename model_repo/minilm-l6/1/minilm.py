@@ -136,7 +136,7 @@ class _Layer:
 class SentenceEncoder:
     """all-MiniLM-L6-v2 from a folder holding `model.safetensors` and `tokenizer.json`."""
 
-    def __init__(self, model_dir: Path, *, chunk_size: int = 32) -> None:
+    def __init__(self, model_dir: Path, *, chunk_size: int = 8) -> None:
         tensors = _safetensors(model_dir / "model.safetensors")
         self._word_embeddings = tensors["embeddings.word_embeddings.weight"]
         self._position_embeddings = tensors["embeddings.position_embeddings.weight"]
