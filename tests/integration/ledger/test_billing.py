@@ -131,7 +131,8 @@ async def test_an_event_without_usage_is_billed_by_estimate_and_flagged(
     assert (item.usage.input_tokens, item.usage.output_tokens) == (321, 45)
     assert item.cost.micros == expected_cost(usage) > 0
     assert item.finish_reason == "cancelled"
-    assert _sample(ledger_app, "parley_ledger_estimated_line_items_total") == estimated_before + 1
+    # Counted once its batch is settled, a moment after the item can be read.
+    await _counted(ledger_app, estimated_before + 1, "parley_ledger_estimated_line_items_total")
 
 
 async def test_poison_events_go_to_the_dead_letter_topic_while_the_rest_flow(
@@ -169,10 +170,20 @@ async def test_poison_events_go_to_the_dead_letter_topic_while_the_rest_flow(
     assert events_pb2.TurnCompleted.FromString(by_reason["unknown_model"].data()).event_id == unknown.event_id
     assert by_reason["undecodable"].data() == b"\xff\xfe not a protobuf"
     for reason in _REASONS:
-        assert _sample(ledger_app, "parley_ledger_dead_letters_total", reason=reason) == before[reason] + 1
+        await _counted(ledger_app, before[reason] + 1, "parley_ledger_dead_letters_total", reason=reason)
 
 
 _REASONS = ("undecodable", "unknown_model", "negative_counts", "no_usage")
+
+
+async def _counted(app: LedgerApp, value: float, name: str, **labels: str) -> None:
+    """The metric reaches `value` (it is counted just after what the test can observe; other
+    tests' events may add to it meanwhile, so at least `value`)."""
+
+    async def sample() -> float:
+        return _sample(app, name, **labels)
+
+    await eventually(sample, lambda found: found >= value, timeout_s=10)
 
 
 def _sample(app: LedgerApp, name: str, **labels: str) -> float:
