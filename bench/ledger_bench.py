@@ -70,6 +70,7 @@ import pulsar
 import pulsar.asyncio
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from bench._measure import cpu_delta, cpu_s, percentile
 from parley.common.v1 import common_pb2
 from parley.events.v1 import events_pb2
 from parley_core.budgets import BudgetLimits, BudgetScope, BudgetState, month_of
@@ -106,15 +107,6 @@ ADMISSION_PATHS = ("admit", "admit+reserve", "admit||reserve", "reserve")
 
 
 # Statistics ---------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest rank: the smallest value with at least `fraction` of the values at or below it."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
@@ -437,16 +429,6 @@ async def admission_bench(
 
 # Processes (/proc) ----------------------------------------------------------------------
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
-
 
 class Processes:
     """The processes whose CPU the bench reports, by name (`client` is this one)."""
@@ -455,11 +437,7 @@ class Processes:
         self.pids = {"client": os.getpid()} | pids
 
     def cpu(self) -> dict[str, float]:
-        return {name: _cpu_s(pid) for name, pid in self.pids.items()}
-
-
-def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {name: round(after[name] - before.get(name, 0.0), 3) for name in after}
+        return {name: cpu_s(pid) for name, pid in self.pids.items()}
 
 
 # The run ------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ import numpy as np
 from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 
+from bench._measure import cpu_delta, cpu_s, percentile
 from bench.litellm_env import LITELLM_REQUIREMENT, free_port, litellm_proxy
 from bench.scripted_openai import backend_reset, backend_stats, scripted_openai_spec
 from parley.chat.v1 import chat_pb2
@@ -134,15 +135,6 @@ ITL_BUDGET_MS = 5.0
 
 
 # Statistics ---------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest rank: the smallest value with at least `fraction` of the values at or below it."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 @dataclass
@@ -187,7 +179,6 @@ def added(proxy: dict[str, Any], straight: dict[str, Any], key: str) -> float:
 
 # Processes (/proc) ----------------------------------------------------------------------
 
-_TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -209,14 +200,6 @@ def _tree(pid: int, parents: dict[int, int]) -> list[int]:
     return family
 
 
-def _cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
-
-
 def _rss(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
@@ -235,18 +218,14 @@ class Processes:
 
     def cpu(self) -> dict[str, float]:
         parents = _parents()
-        found = {"client": _cpu_s(os.getpid())}  # this process alone: its children are servers
+        found = {"client": cpu_s(os.getpid())}  # this process alone: its children are servers
         for name, pid in self.pids.items():
-            found[name] = sum(_cpu_s(p) for p in _tree(pid, parents))
+            found[name] = sum(cpu_s(p) for p in _tree(pid, parents))
         return found
 
     def rss(self, name: str) -> int:
         parents = _parents()
         return sum(_rss(p) for p in _tree(self.pids[name], parents))
-
-
-def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {name: round(after[name] - before.get(name, 0.0), 3) for name in after}
 
 
 # The script -------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from bench._measure import percentile
 from bench.ledger_bench import (
     MODELS,
     admission_ratios,
     bench_users,
     latency_summary,
     parse_args,
-    percentile,
     rate,
     rounds_of,
     timed_calls,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bench.router_bench import OPENAI_MODEL, TRITON_MODEL, Script, Window, bench_catalog, compare, percentile
+from bench._measure import percentile
+from bench.router_bench import OPENAI_MODEL, TRITON_MODEL, Script, Window, bench_catalog, compare
 from parley_core.catalog import OpenAIBackend, load_catalog
 
 

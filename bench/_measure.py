@@ -1,0 +1,35 @@
+"""What every benchmark measures the same way: percentiles, and a process's CPU from /proc."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["cpu_delta", "cpu_s", "percentile"]
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest rank: the smallest value with at least `fraction` of the values at or below it."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def cpu_s(pid: int) -> float:
+    """The CPU seconds (user and system) the process has used; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per process between two readings."""
+    return {name: round(after[name] - before.get(name, 0.0), 3) for name in after}
