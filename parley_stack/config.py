@@ -34,6 +34,7 @@ DEFAULT_PORTS: dict[str, int] = {
         "history_metrics": 21,
         "router_metrics": 22,
         "ledger_metrics": 23,
+        "indexer_metrics": 24,  # svc_history's search indexer
         "session_jwks": 30,
         "session_internal": 31,  # rate limits for the edge, service tokens: never public
         "redis": 40,

@@ -24,6 +24,9 @@ from svc_history.conversations import Conversations
 from svc_history.events import OutboxEvents
 from svc_history.messages import Messages
 from svc_history.paging import PageTokens
+from svc_history.search.embedding import Embedder
+from svc_history.search.index import MessageIndex
+from svc_history.search.searching import Search
 from svc_history.servicer import INTERNAL_METHODS, PUBLIC_METHODS, HistoryServiceServicer, register
 from svc_history.settings import HistorySettings
 from svc_history.sharing import ShareLinks
@@ -54,6 +57,7 @@ class Domain:
     messages: Messages
     share_links: ShareLinks
     user_data: UserData
+    search: Search
 
     @classmethod
     def assemble(
@@ -68,7 +72,15 @@ class Domain:
         )
         share_links = ShareLinks(settings, stores, conversations, messages, tokens, secret, guesses)
         user_data = UserData(stores, conversations, messages, events)
-        return cls(conversations, messages, share_links, user_data)
+        search = Search(
+            settings.search,
+            stores,
+            messages,
+            MessageIndex(settings.search),
+            Embedder(settings.search),
+            tokens,
+        )
+        return cls(conversations, messages, share_links, user_data, search)
 
 
 @dataclass
@@ -101,7 +113,12 @@ class HistoryApp:
         stores = Stores.open(cql, settings.keyspace)
         domain = Domain.assemble(settings, stores, OutboxEvents(outbox), redis)
         servicer = HistoryServiceServicer(
-            settings, domain.conversations, domain.messages, domain.share_links, domain.user_data
+            settings,
+            domain.conversations,
+            domain.messages,
+            domain.share_links,
+            domain.user_data,
+            domain.search,
         )
         keys = key_source if key_source is not None else HttpKeySource(settings.jwks_url)
         revocations = Revocations(redis)
@@ -141,5 +158,6 @@ class HistoryApp:
 
     async def stop(self) -> None:
         await self.server.stop()
+        await self.domain.search.close()
         await self.revocations.close()
         await self.data.close()

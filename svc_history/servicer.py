@@ -2,8 +2,7 @@
 
 Names are parsed and checked here; every name that points under another user is passed on
 as "not the caller's" (`Target.own`), and the domain answers it exactly like a missing
-resource after the same lookup (docs/adr/0008-history.md). SearchMessages is not defined
-here yet, so it answers UNIMPLEMENTED.
+resource after the same lookup (docs/adr/0008-history.md).
 """
 
 from __future__ import annotations
@@ -32,6 +31,8 @@ from svc_history.model import (
     message_name,
     time_ordered_id,
 )
+from svc_history.search.index import Mode
+from svc_history.search.searching import Search
 from svc_history.settings import HistorySettings
 from svc_history.sharing import ShareLinks
 from svc_history.user_data import Header, UserData
@@ -61,6 +62,13 @@ _STATES = {
 _STATE_ENUMS = {"complete": pb.MESSAGE_STATE_COMPLETE, "cancelled": pb.MESSAGE_STATE_CANCELLED,
                 "failed": pb.MESSAGE_STATE_FAILED}  # fmt: skip
 
+_MODES: dict[int, Mode] = {
+    pb.SEARCH_MODE_UNSPECIFIED: "hybrid",
+    pb.SEARCH_MODE_FULL_TEXT: "full_text",
+    pb.SEARCH_MODE_SEMANTIC: "semantic",
+    pb.SEARCH_MODE_HYBRID: "hybrid",
+}
+
 _VIEWS = (pb.MESSAGE_VIEW_UNSPECIFIED, pb.MESSAGE_VIEW_ACTIVE_PATH, pb.MESSAGE_VIEW_ALL)
 
 _USER = "users/{user}"
@@ -82,8 +90,10 @@ class HistoryServiceServicer:
         messages: Messages,
         share_links: ShareLinks,
         user_data: UserData,
+        search: Search,
     ) -> None:
         self._settings = settings
+        self._search = search
         self._conversations = conversations
         self._messages = messages
         self._share_links = share_links
@@ -280,6 +290,35 @@ class HistoryServiceServicer:
             ],
             share_time=timestamp(snapshot.share_time),
         )  # fmt: skip
+
+    # Search ---------------------------------------------------------------------------
+
+    async def SearchMessages(
+        self, request: pb.SearchMessagesRequest, context: Context
+    ) -> pb.SearchMessagesResponse:
+        principal = _caller("history.read")
+        user_id = _own_user(principal, request.parent, "parent")
+        size = page_size(request.page_size, 20, 100)
+        violations = self._search.check_query(request.query)
+        mode = _MODES.get(request.mode)
+        if mode is None:
+            violations.append(FieldViolation("mode", f"unknown mode {request.mode}"))
+        if violations or mode is None:
+            raise errors.bad_request(*violations)
+        page = await self._search.search(user_id, request.query, mode, size, request.page_token)
+        return pb.SearchMessagesResponse(
+            hits=[
+                pb.SearchHit(
+                    message=_message(hit.placed),
+                    conversation_title=hit.conversation_title,
+                    snippet=hit.snippet.text,
+                    score=hit.score,
+                    snippet_matches=[pb.TextRange(start=a, end=b) for a, b in hit.snippet.matches],
+                )
+                for hit in page.hits
+            ],
+            next_page_token=page.next_token,
+        )
 
     # A user's data ------------------------------------------------------------------
 

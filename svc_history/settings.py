@@ -31,6 +31,48 @@ class Limits(BaseModel):
     share_password_chars: int = Field(default=256, gt=0)
 
 
+class SearchSettings(BaseModel):
+    """Search: Weaviate (the index), Triton (the embedding model), the indexer's subscription."""
+
+    #: Weaviate's REST and gRPC endpoints (the Python client needs both).
+    weaviate_host: str = "127.0.0.1"
+    weaviate_http_port: int = Field(default=8080, gt=0)
+    weaviate_grpc_port: int = Field(default=50051, gt=0)
+    #: The collection of message objects. A new embedding model gets a new collection
+    #: (filled by `python -m svc_history reindex --all`), then this setting moves to it.
+    collection: str = "Message_minilm_l6"
+    #: Triton's gRPC endpoint and the embedding model on it (model_repo/minilm-l6).
+    triton_target: str = "127.0.0.1:8001"
+    embedding_model: str = "minilm-l6"
+    embedding_dimensions: int = Field(default=384, gt=0)
+    #: Texts per request to the embedding model (its max_batch_size).
+    embedding_batch: int = Field(default=64, gt=0)
+    #: Characters of a query (the contract says 1 to 500).
+    query_chars: int = Field(default=500, gt=0)
+    #: Hits a search can page through; deeper pages end the listing.
+    max_results: int = Field(default=1000, gt=0)
+    #: SEMANTIC and HYBRID leave out messages farther than this (cosine distance, 0..2)
+    #: from the query: without it, every message would be a hit, the last ones unrelated.
+    max_vector_distance: float = Field(default=0.65, gt=0, le=2)
+    #: HYBRID: 0 is words only, 1 meaning only.
+    hybrid_alpha: float = Field(default=0.5, ge=0, le=1)
+    #: Seconds one call to Weaviate or Triton may take.
+    call_timeout_s: float = Field(default=5.0, gt=0)
+    #: The indexer: its Pulsar subscription (shared by its replicas), events per batch,
+    #: and its retry backoff when Weaviate, Triton or Cassandra fail.
+    subscription: str = "search-indexer"
+    subscribe_from: str = Field(default="earliest", pattern="^(earliest|latest)$")
+    batch_size: int = Field(default=64, gt=0)
+    retry_base_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    #: Pulsar's admin REST API (production): where the indexer reads its backlog for the
+    #: events-behind metric. Empty: only the events it holds are counted (pulsar-lite has
+    #: no admin API).
+    pulsar_admin_url: str = ""
+    #: The indexer's Prometheus port (the API's is `metrics_port`); -1 turns it off.
+    indexer_metrics_port: int = Field(default=9464, ge=-1)
+
+
 class HistorySettings(DataServiceSettings):
     """Everything svc_history reads from its environment, read once at start-up."""
 
@@ -54,6 +96,7 @@ class HistorySettings(DataServiceSettings):
     #: How long a request_id is remembered for idempotent creates and appends.
     request_id_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     limits: Limits = Field(default_factory=Limits)
+    search: SearchSettings = Field(default_factory=SearchSettings)
 
     #: Password guesses at one share link from one client address, and from anywhere.
     share_password_address_bucket: BucketSize = BucketSize(capacity=5, refill_per_s=1 / 60)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import secrets
 import sys
+import urllib.request
 from dataclasses import replace
 
 import grpc
@@ -26,6 +27,16 @@ def grpc_serving(host: str, port: int, service: str = "") -> bool:
     except grpc.RpcError:
         return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _indexer_subscribed(url: str) -> bool:
+    """True when the search indexer's metrics say it holds its subscription."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310 - a loopback http URL
+            text = reply.read().decode()
+    except OSError:
+        return False
+    return "parley_search_indexer_subscribed 1.0" in text
 
 
 #: Parley's services that call others with a service token.
@@ -124,13 +135,19 @@ class SessionService(ParleyService):
 class HistoryService(ParleyService):
     name = "svc_history"
     key = "history"
-    # svc_session: its JWKS verifies users' and services' tokens. Weaviate joins with search.
-    requires = ("cassandra", "redis", "pulsar", "svc_session")
+    # svc_session: its JWKS verifies users' and services' tokens. Weaviate and Triton: search
+    # (the index, the embedding model).
+    requires = ("cassandra", "redis", "pulsar", "weaviate", "triton", "svc_session")
 
     def environment(self) -> dict[str, str]:
         cfg = self.config
         return {
             **super().environment(),
+            "PARLEY_HISTORY_SEARCH__WEAVIATE_HOST": cfg.host,
+            "PARLEY_HISTORY_SEARCH__WEAVIATE_HTTP_PORT": str(cfg.port("weaviate_http")),
+            "PARLEY_HISTORY_SEARCH__WEAVIATE_GRPC_PORT": str(cfg.port("weaviate_grpc")),
+            "PARLEY_HISTORY_SEARCH__TRITON_TARGET": f"{cfg.host}:{cfg.port('triton_grpc')}",
+            "PARLEY_HISTORY_SEARCH__INDEXER_METRICS_PORT": str(cfg.port("indexer_metrics")),
             "PARLEY_HISTORY_CASSANDRA_HOSTS": f'["{cfg.host}"]',
             "PARLEY_HISTORY_CASSANDRA_PORT": str(cfg.port("cassandra_cql")),
             "PARLEY_HISTORY_REDIS_URL": f"redis://{cfg.host}:{cfg.port('redis')}/0",
@@ -140,6 +157,22 @@ class HistoryService(ParleyService):
             # Envoy reaches the services from loopback and names the client in a header.
             "PARLEY_HISTORY_TRUSTED_PROXIES": f'["{cfg.host}"]',
         }
+
+    def processes(self) -> list[ProcessSpec]:
+        """The API, and the search indexer beside it (`python -m svc_history indexer`)."""
+        [api] = super().processes()
+        metrics = f"{self.config.host}:{self.config.port('indexer_metrics')}"
+        indexer = ProcessSpec(
+            name="svc_history-indexer",
+            argv=[sys.executable, "-m", self.name, "indexer"],
+            env=self.environment(),
+            cwd=REPO_ROOT,
+            ready=lambda: _indexer_subscribed(f"http://{metrics}/metrics"),
+            endpoints={"metrics": metrics},
+            ready_timeout_s=30,
+            stop_timeout_s=15,
+        )
+        return [api, indexer]
 
 
 class RouterService(ParleyService):

@@ -16,6 +16,7 @@ from cassandra.cluster import Session as CqlSession
 from svc_history.store.conversations import ConversationStore, OrderEntry, entry_of
 from svc_history.store.erasures import Erasure, ErasureStore
 from svc_history.store.messages import MessageStore
+from svc_history.store.reindex_runs import ReindexRun, ReindexRunStore
 from svc_history.store.requests import Claim, RequestStore
 from svc_history.store.schema import MIGRATIONS
 from svc_history.store.share_links import ShareLinkStore
@@ -28,6 +29,8 @@ __all__ = [
     "ErasureStore",
     "MessageStore",
     "OrderEntry",
+    "ReindexRun",
+    "ReindexRunStore",
     "RequestStore",
     "ShareLinkStore",
     "Stores",
@@ -42,6 +45,7 @@ class Stores:
     share_links: ShareLinkStore
     requests: RequestStore
     erasures: ErasureStore
+    reindex_runs: ReindexRunStore
 
     @classmethod
     def open(cls, session: CqlSession, keyspace: str) -> Stores:
@@ -52,4 +56,5 @@ class Stores:
             ShareLinkStore(session, keyspace),
             RequestStore(session, keyspace),
             ErasureStore(session, keyspace),
+            ReindexRunStore(session, keyspace),
         )

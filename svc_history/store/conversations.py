@@ -71,6 +71,20 @@ class ConversationStore(Table):
         rows = await self._all("SELECT conversation_id FROM {ks}.conversations WHERE user_id = ?", (user_id,))
         return [str(row.conversation_id) for row in rows]
 
+    async def users_after(self, token: int | None, limit: int) -> list[tuple[int, str]]:
+        """(partition token, user id) of users with conversations, in token order, after `token`."""
+        if token is None:
+            rows = await self._run(
+                "SELECT DISTINCT token(user_id) AS t, user_id FROM {ks}.conversations LIMIT ?", (limit,)
+            )
+        else:
+            rows = await self._run(
+                "SELECT DISTINCT token(user_id) AS t, user_id FROM {ks}.conversations "
+                "WHERE token(user_id) > ? LIMIT ?",
+                (token, limit),
+            )
+        return [(int(row.t), str(row.user_id)) for row in rows]
+
     async def insert(self, conversation: Conversation) -> None:
         await self._run(
             f"INSERT INTO {{ks}}.conversations ({_COLUMNS}) VALUES ({_MARKERS})",  # noqa: S608 - fixed text

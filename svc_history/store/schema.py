@@ -71,4 +71,15 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # The events outbox (parley_core.outbox) of history's keyspace.
     outbox_migration(2),
+    Migration(
+        3,
+        "search reindex runs: where a rebuild of the index got to",
+        (
+            # One row per run (`python -m svc_history reindex --run NAME`): the token of the
+            # last user finished, so an interrupted rebuild resumes after it.
+            """CREATE TABLE IF NOT EXISTS {ks}.search_reindex (
+                run text PRIMARY KEY, collection text, last_token bigint, users bigint,
+                messages bigint, start_time timestamp, finish_time timestamp)""",
+        ),
+    ),
 )

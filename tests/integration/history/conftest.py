@@ -1,5 +1,6 @@
-"""svc_history started in-process against the local stack's real Cassandra, Redis and Pulsar,
-with svc_session beside it for users' and services' tokens."""
+"""svc_history started in-process against the local stack's real Cassandra, Redis, Pulsar,
+Weaviate and Triton, with svc_session beside it for users' and services' tokens, and the
+search indexer following its events."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 from parley_core.stubs import history_stub, session_stub
 from parley_stack.testing import LocalStack
 from svc_history.app import HistoryApp
-from svc_history.settings import HistorySettings, Limits
+from svc_history.search.app import IndexerApp
+from svc_history.search.index import MessageIndex
+from svc_history.settings import HistorySettings, Limits, SearchSettings
 from svc_session.app import SessionApp
 from tests.integration.history.helpers import Person, new_person
 
@@ -29,6 +32,10 @@ if TYPE_CHECKING:
 
 #: One page-token key for the test run: every HistoryApp of a keyspace must share it.
 PAGE_TOKEN_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+#: This run's own Weaviate collection and indexer subscription, so a reused stack keeps its
+#: index apart.
+SEARCH_COLLECTION = f"MessageTest{secrets.token_hex(4)}"
+SEARCH_SUBSCRIPTION = f"search-indexer-test-{secrets.token_hex(4)}"
 #: Small buckets, so a hundred messages already span many partitions.
 BUCKET_SIZE = 7
 MESSAGE_LIMIT = 150
@@ -37,7 +44,7 @@ MESSAGE_CHARS = 4_000
 
 @pytest.fixture(scope="session")
 def history_servers(local_stack: LocalStack) -> LocalStack:
-    local_stack.ensure("cassandra", "redis", "pulsar")
+    local_stack.ensure("cassandra", "redis", "pulsar", "weaviate", "triton")
     return local_stack
 
 
@@ -46,6 +53,26 @@ def pulsar_url(stack: LocalStack) -> str:
     running = stack.stack.table.running("pulsar")
     assert running is not None
     return running.endpoints["pulsar"]
+
+
+def search_settings(stack: LocalStack, **overrides: object) -> SearchSettings:
+    weaviate_host, weaviate_http = stack.endpoint("weaviate", "http")
+    _, weaviate_grpc = stack.endpoint("weaviate", "grpc")
+    triton_host, triton_grpc = stack.endpoint("triton", "grpc")
+    values: dict[str, object] = {
+        "weaviate_host": weaviate_host,
+        "weaviate_http_port": weaviate_http,
+        "weaviate_grpc_port": weaviate_grpc,
+        "triton_target": f"{triton_host}:{triton_grpc}",
+        "collection": SEARCH_COLLECTION,
+        "subscription": SEARCH_SUBSCRIPTION,
+        "subscribe_from": "latest",
+        "retry_base_s": 0.2,
+        "retry_max_s": 2.0,
+        "indexer_metrics_port": -1,
+    }
+    values.update(overrides)
+    return SearchSettings(**values)  # type: ignore[arg-type]
 
 
 def history_settings(stack: LocalStack, **overrides: object) -> HistorySettings:
@@ -66,6 +93,7 @@ def history_settings(stack: LocalStack, **overrides: object) -> HistorySettings:
         "outbox_poll_s": 0.5,
         "outbox_max_backoff_s": 1.0,
         "outbox_send_timeout_s": 3.0,
+        "search": search_settings(stack),
     }
     values.update(overrides)
     return HistorySettings(**values)  # type: ignore[arg-type]
@@ -81,6 +109,22 @@ async def history_app(
         yield app
     finally:
         await app.stop()
+
+
+@pytest.fixture(scope="session")
+async def indexer_app(history_app: HistoryApp) -> AsyncIterator[IndexerApp]:
+    """The search indexer, following the events of history_app's keyspace; the test
+    collection is dropped at the end."""
+    app = await IndexerApp.start(history_app.settings)
+    try:
+        yield app
+    finally:
+        await app.stop()
+        index = MessageIndex(history_app.settings.search)
+        try:
+            await index.drop()
+        finally:
+            await index.close()
 
 
 @pytest.fixture

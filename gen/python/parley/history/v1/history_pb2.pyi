@@ -234,16 +234,26 @@ class SearchMessagesRequest(_message.Message):
     def __init__(self, parent: _Optional[str] = ..., query: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("message", "conversation_title", "snippet", "score")
+    __slots__ = ("message", "conversation_title", "snippet", "score", "snippet_matches")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_TITLE_FIELD_NUMBER: _ClassVar[int]
     SNIPPET_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    SNIPPET_MATCHES_FIELD_NUMBER: _ClassVar[int]
     message: Message
     conversation_title: str
     snippet: str
     score: float
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., conversation_title: _Optional[str] = ..., snippet: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    snippet_matches: _containers.RepeatedCompositeFieldContainer[TextRange]
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., conversation_title: _Optional[str] = ..., snippet: _Optional[str] = ..., score: _Optional[float] = ..., snippet_matches: _Optional[_Iterable[_Union[TextRange, _Mapping]]] = ...) -> None: ...
+
+class TextRange(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class SearchMessagesResponse(_message.Message):
     __slots__ = ("hits", "next_page_token")

@@ -41,6 +41,7 @@ __all__ = (
     "SearchMode",
     "ShareLink",
     "SharedMessage",
+    "TextRange",
     "UpdateConversationRequest",
     "UpdateConversationResponse",
 )
@@ -986,12 +987,18 @@ class SearchHit(betterproto2.Message):
 
     snippet: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
     """
-    A short excerpt of the text around the match.
+    A short excerpt of the text around the match, as plain text (never markup).
     """
 
     score: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
     """
     The relevance; higher is better; only comparable within one search.
+    """
+
+    snippet_matches: "list[TextRange]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Where the query's words occur in `snippet`, in order, not overlapping. Empty when none
+    of them does (a SEMANTIC hit can match by meaning alone).
     """
 
 
@@ -1129,6 +1136,26 @@ class ShareLink(betterproto2.Message):
 
 
 default_message_pool.register_message("parley.history.v1", "ShareLink", ShareLink)
+
+
+@dataclass(eq=False, repr=False)
+class TextRange(betterproto2.Message):
+    """
+    A range of a text: [start, end) in Unicode code points (not bytes, not UTF-16 units).
+    """
+
+    start: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    The first code point of the range.
+    """
+
+    end: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """
+    One past the last code point of the range.
+    """
+
+
+default_message_pool.register_message("parley.history.v1", "TextRange", TextRange)
 
 
 @dataclass(eq=False, repr=False)

@@ -1,0 +1,135 @@
+"""SearchMessages: one page of a user's hits, each read back from Cassandra.
+
+The index says which messages match; Cassandra says what they are now. A hit whose
+conversation or message no longer exists (deleted while the indexer has not caught up) is
+left out, so a deleted conversation never comes back, whatever the index still holds.
+Pages are offsets into the index's ranking, in a signed token bound to the user, the mode
+and the query; a page can hold fewer hits than asked (some left out) and still not be the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from parley_core.errors import FieldViolation, RpcError
+from svc_history import errors
+from svc_history.messages import Messages
+from svc_history.model import Conversation, Placed
+from svc_history.paging import PageTokens, bad_token
+from svc_history.search.documents import Snippet, snippet
+from svc_history.search.embedding import Embedder, EmbeddingUnavailableError
+from svc_history.search.index import IndexHit, IndexUnavailableError, MessageIndex, Mode
+from svc_history.settings import SearchSettings
+from svc_history.store import Stores
+
+__all__ = ["Hit", "Search", "SearchPage"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    placed: Placed
+    conversation_title: str
+    snippet: Snippet
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    hits: list[Hit]
+    next_token: str
+
+
+def search_unavailable(what: str) -> RpcError:
+    return RpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        "SEARCH_UNAVAILABLE",
+        f"search is unavailable ({what}); retry shortly. Conversations and chat are not affected",
+        domain=errors.DOMAIN,
+        metadata={"backend": what},
+        retry_after_s=5.0,
+    )
+
+
+class Search:
+    def __init__(
+        self,
+        settings: SearchSettings,
+        stores: Stores,
+        messages: Messages,
+        index: MessageIndex,
+        embedder: Embedder,
+        tokens: PageTokens,
+    ) -> None:
+        self._settings = settings
+        self._stores = stores
+        self._messages = messages
+        self._index = index
+        self._embedder = embedder
+        self._tokens = tokens
+
+    def check_query(self, query: str) -> list[FieldViolation]:
+        if not query.strip():
+            return [FieldViolation("query", "must not be empty")]
+        if len(query) > self._settings.query_chars:
+            return [FieldViolation("query", f"must be at most {self._settings.query_chars} characters")]
+        return []
+
+    async def search(self, user_id: str, query: str, mode: Mode, size: int, page_token: str) -> SearchPage:
+        listing = f"search\n{user_id}\n{mode}\n{hashlib.sha256(query.encode()).hexdigest()}"
+        position = self._tokens.read(page_token, listing)
+        offset = position.get("offset", 0)
+        if not isinstance(offset, int) or not 0 <= offset < self._settings.max_results:
+            raise bad_token()
+        limit = min(size, self._settings.max_results - offset)
+        vector = None
+        if mode != "full_text":
+            try:
+                [vector] = await self._embedder.embed([query])
+            except EmbeddingUnavailableError as error:
+                raise search_unavailable("embedding model") from error
+        try:
+            found = await self._index.search(user_id, mode, query, vector, offset, limit)
+        except IndexUnavailableError as error:
+            raise search_unavailable("index") from error
+        hits = await self._read_back(user_id, query, found)
+        end = offset + limit
+        more = len(found) == limit and end < self._settings.max_results
+        return SearchPage(hits, self._tokens.issue(listing, {"offset": end}) if more else "")
+
+    async def _read_back(self, user_id: str, query: str, found: Sequence[IndexHit]) -> list[Hit]:
+        """The hits whose conversation and message still exist, in the index's order."""
+        conversation_ids = list(dict.fromkeys(hit.conversation_id for hit in found))
+        conversations = await self._stores.conversations.get_many(user_id, conversation_ids)
+        placed = await asyncio.gather(
+            *(
+                self._placed(conversations[c], [h for h in found if h.conversation_id == c])
+                for c in conversations
+            )
+        )
+        by_id = {p.message.message_id: p for group in placed for p in group}
+        return [
+            Hit(
+                by_id[hit.message_id],
+                conversations[hit.conversation_id].title,
+                snippet(hit.text, query),
+                hit.score,
+            )
+            for hit in found
+            if hit.message_id in by_id
+        ]
+
+    async def _placed(self, conversation: Conversation, hits: Sequence[IndexHit]) -> list[Placed]:
+        tree = await self._messages.tree(conversation.conversation_id)
+        ids = [hit.message_id for hit in hits if hit.message_id in tree]
+        # The tree is the conversation's own, and the conversation the caller's.
+        placed = await self._messages.read(tree, conversation.conversation_id, ids)
+        return [p for p in placed if p.message.user_id == conversation.user_id]
+
+    async def close(self) -> None:
+        await self._index.close()
+        await self._embedder.close()
