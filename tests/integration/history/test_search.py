@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 
 from parley.history.v1 import history_pb2 as pb
+from parley_core.errors import details_of
 from svc_history.app import HistoryApp
 from svc_history.search.app import IndexerApp
 from svc_history.search.documents import IndexedMessage, query_words
@@ -320,3 +322,55 @@ async def test_delete_user_data_removes_the_user_s_tenant(
         await asyncio.sleep(0.3)
     assert alice.user_id not in await index.tenants()
     assert await objects_of(index, alice.user_id) == {}
+
+
+# Bad input ----------------------------------------------------------------------------------
+
+
+async def test_bad_searches_are_invalid_argument_naming_the_field(
+    history: HistoryServiceAsyncStub, indexer_app: IndexerApp, alice: Person, bob: Person
+) -> None:
+    conversation = await new_conversation(history, alice)
+    parent = ""
+    for n in range(3):
+        parent = (await append(history, alice, conversation.name, f"tapir fact {n}", parent=parent)).name
+    await until(history, alice, "tapir", FULL_TEXT, lambda r: len(r.hits) == 3)
+    alices_page = await search(history, alice, "tapir", FULL_TEXT, page_size=1)
+    assert alices_page.next_page_token
+
+    cases: list[tuple[str, dict[str, object]]] = [
+        ("query", {"query": ""}),
+        ("query", {"query": "   \n\t"}),
+        ("query", {"query": "x" * 501}),
+        ("mode", {"mode": 7}),
+        ("mode", {"mode": -1}),
+        ("page_size", {"page_size": -1}),
+        ("page_token", {"page_token": "garbage"}),
+        ("page_token", {"page_token": alices_page.next_page_token + "x"}),
+    ]
+    for field, fields in cases:
+        values: dict[str, object] = {"parent": "users/me", "query": "tapir", "mode": FULL_TEXT, **fields}
+        request = pb.SearchMessagesRequest(**values)  # type: ignore[arg-type]
+        error = await failure(history.SearchMessages(request, metadata=alice.md))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, fields
+        [bad] = [d for d in details_of(error) if isinstance(d, error_details_pb2.BadRequest)]
+        assert [v.field for v in bad.field_violations] == [field], fields
+
+    # Another user's token, even for the same query and mode, is not bob's.
+    stolen = pb.SearchMessagesRequest(
+        parent="users/me", query="tapir", mode=FULL_TEXT, page_size=1, page_token=alices_page.next_page_token
+    )
+    error = await failure(history.SearchMessages(stolen, metadata=bob.md))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # 500 characters is still a query; the largest page is 100.
+    assert (await search(history, alice, "tapir " + "y" * 494, FULL_TEXT)).hits is not None
+    assert len((await search(history, alice, "tapir", FULL_TEXT, page_size=10_000)).hits) == 3
+
+
+async def test_searching_needs_a_token_with_history_read(
+    history: HistoryServiceAsyncStub, indexer_app: IndexerApp
+) -> None:
+    request = pb.SearchMessagesRequest(parent="users/me", query="anything")
+    for metadata in ((), (("authorization", "Bearer not-a-token"),)):
+        error = await failure(history.SearchMessages(request, metadata=metadata))
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
