@@ -4,6 +4,7 @@
   and the snippet with the query's words marked.
 - `embedding`: the sentence-embedding model on Triton (model_repo/minilm-l6).
 - `index`: the Weaviate collection: upserts, deletes, the three kinds of query.
+- `ranking`: hybrid fusion and the stable order pages are cut from (pure).
 - `searching`: SearchMessages' domain (validation, paging, the Cassandra check that keeps
   deleted conversations out while the index lags).
 - `indexer`: the process that follows the history events into the index.

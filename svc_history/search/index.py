@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import weaviate
@@ -23,6 +22,7 @@ from weaviate.exceptions import WeaviateBaseError
 
 from svc_history.search.documents import IndexedMessage
 from svc_history.search.embedding import Vector
+from svc_history.search.ranking import IndexHit, fuse, ordered, with_ties
 from svc_history.settings import SearchSettings
 
 __all__ = ["IndexHit", "IndexUnavailableError", "MessageIndex", "Mode"]
@@ -35,14 +35,6 @@ _DELETE_ROUNDS = 1000
 
 class IndexUnavailableError(Exception):
     """Weaviate did not answer, or refused a request it should have taken."""
-
-
-@dataclass(frozen=True)
-class IndexHit:
-    conversation_id: str
-    message_id: str
-    text: str
-    score: float
 
 
 def _properties() -> list[Property]:
@@ -201,11 +193,11 @@ class MessageIndex:
             distance = self._settings.max_vector_distance
 
             async def words() -> list[IndexHit]:
-                return await _with_ties(lambda n: _bm25(tenant, query, n), window)
+                return await with_ties(lambda n: _bm25(tenant, query, n), window)
 
             async def meaning() -> list[IndexHit]:
                 assert vector is not None
-                return await _with_ties(lambda n: _near(tenant, vector, distance, n), window)
+                return await with_ties(lambda n: _near(tenant, vector, distance, n), window)
 
             if mode == "full_text":
                 ranked = await words()
@@ -213,10 +205,10 @@ class MessageIndex:
                 ranked = await meaning()
             else:
                 both = await asyncio.gather(words(), meaning())
-                ranked = _fuse(*both, self._settings.hybrid_alpha)
+                ranked = fuse(*both, self._settings.hybrid_alpha)
         except WeaviateBaseError as error:
             raise IndexUnavailableError(type(error).__name__) from error
-        return _ordered(ranked)[offset:window]
+        return ordered(ranked)[offset:window]
 
     async def objects(self, user_id: str) -> AsyncIterator[tuple[uuid.UUID, dict[str, Any], Vector]]:
         """Every object of a user with its properties and vector (reindex, tests)."""
@@ -269,44 +261,3 @@ async def _near(
         return_metadata=MetadataQuery(distance=True), return_properties=_RETURNED,
     )  # fmt: skip
     return [_hit(found, 1.0 - float(found.metadata.distance or 0.0)) for found in result.objects]
-
-
-def _scaled(hits: list[IndexHit]) -> dict[str, float]:
-    """Each hit's score as a share of its list's best (scores are positive: BM25, and
-    similarities within the distance cut-off). Not min-max: that gives the weakest match
-    of each list 0, so it would count for nothing."""
-    best = max((h.score for h in hits), default=0.0)
-    return {h.message_id: h.score / best if best > 0 else 0.0 for h in hits}
-
-
-def _fuse(words: list[IndexHit], meaning: list[IndexHit], alpha: float) -> list[IndexHit]:
-    by_words, by_meaning = _scaled(words), _scaled(meaning)
-    found = {h.message_id: h for h in [*meaning, *words]}
-    return [
-        replace(hit, score=(1 - alpha) * by_words.get(i, 0.0) + alpha * by_meaning.get(i, 0.0))
-        for i, hit in found.items()
-    ]
-
-
-#: The most hits one query fetches while completing a run of equal scores.
-_MOST_FETCHED = 10_000
-
-
-async def _with_ties(fetch: Callable[[int], Awaitable[list[IndexHit]]], window: int) -> list[IndexHit]:
-    """The best `window` hits and every hit that ties with the last of them: fetched
-    again, twice as many each time, until a lower score shows that no tie is left out."""
-    size = window + 1
-    while True:
-        hits = await fetch(size)
-        if len(hits) < size or size >= _MOST_FETCHED:
-            return hits
-        scores = sorted((h.score for h in hits), reverse=True)
-        if scores[-1] < scores[window - 1]:
-            return hits
-        size = min(size * 2, _MOST_FETCHED)
-
-
-def _ordered(hits: list[IndexHit]) -> list[IndexHit]:
-    """Best first; equal scores by message id. Weaviate orders ties as it meets them, which
-    need not be the same from one query to the next: pages are cut from this order instead."""
-    return sorted(hits, key=lambda h: (-h.score, h.message_id))

@@ -23,7 +23,8 @@ from svc_history.model import Conversation, Placed
 from svc_history.paging import PageTokens, bad_token
 from svc_history.search.documents import Snippet, snippet
 from svc_history.search.embedding import Embedder, EmbeddingUnavailableError
-from svc_history.search.index import IndexHit, IndexUnavailableError, MessageIndex, Mode
+from svc_history.search.index import IndexUnavailableError, MessageIndex, Mode
+from svc_history.search.ranking import IndexHit
 from svc_history.settings import SearchSettings
 from svc_history.store import Stores
 
