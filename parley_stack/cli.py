@@ -126,6 +126,15 @@ def cmd_admin(args: argparse.Namespace) -> int:
     os.execve(sys.executable, argv, env)  # noqa: S606
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """svc_history's reindex command, with the running stack's settings."""
+    service = load("svc_history", StackConfig())
+    env = {**os.environ, **service.environment()}  # type: ignore[attr-defined]
+    which = ["--user", args.user] if args.user else ["--all", "--run", args.run]
+    argv = [sys.executable, "-m", "svc_history", "reindex", *which]
+    os.execve(sys.executable, argv, env)  # noqa: S606
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     """The terminal client; it is no part of the stack, only dispatched from here."""
     return chat_main(args=args)
@@ -172,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     grant = admin_sub.add_parser("grant", help="make the account with this (verified) email an admin")
     grant.add_argument("email")
     grant.set_defaults(func=cmd_admin)
+    reindex = admin_sub.add_parser("reindex", help="rebuild the search index from Cassandra (resumable)")
+    which = reindex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", help="one user's id (or users/{user})")
+    which.add_argument("--all", action="store_true", help="every user")
+    reindex.add_argument("--run", default="all", help="with --all: the run's name; the same name resumes it")
+    reindex.set_defaults(func=cmd_reindex)
     return parser
 
 

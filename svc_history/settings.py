@@ -53,7 +53,7 @@ class SearchSettings(BaseModel):
     max_results: int = Field(default=1000, gt=0)
     #: SEMANTIC and HYBRID leave out messages farther than this (cosine distance, 0..2)
     #: from the query: without it, every message would be a hit, the last ones unrelated.
-    max_vector_distance: float = Field(default=0.65, gt=0, le=2)
+    max_vector_distance: float = Field(default=0.8, gt=0, le=2)
     #: HYBRID: 0 is words only, 1 meaning only.
     hybrid_alpha: float = Field(default=0.5, ge=0, le=1)
     #: Seconds one call to Weaviate or Triton may take.

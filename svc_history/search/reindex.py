@@ -51,6 +51,11 @@ class Reindex:
         self._index = index
         self._embedder = embedder
 
+    async def count(self, user_id: str) -> int:
+        """How many messages the user has (the progress bar's total)."""
+        ids = await self._stores.conversations.ids_of(user_id)
+        return sum(await asyncio.gather(*(self._stores.messages.count(c) for c in ids)))
+
     async def user(self, user_id: str, advance: Callable[[int], None] = lambda _: None) -> Rebuilt:
         """Rebuild one user's objects; `advance(n)` after each n messages written."""
         written: set[uuid.UUID] = set()
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             with Progress(*columns) as progress:
                 if args.user:
                     user_id = args.user.removeprefix("users/")
-                    task = progress.add_task(f"users/{user_id}", total=None)
+                    task = progress.add_task(f"users/{user_id}", total=await reindex.count(user_id))
                     result = await reindex.user(user_id, lambda n: progress.advance(task, n))
                     progress.console.print(
                         f"{result.messages} messages written, {result.removed} stale objects removed"
