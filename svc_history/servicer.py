@@ -305,7 +305,9 @@ class HistoryServiceServicer:
             violations.append(FieldViolation("mode", f"unknown mode {request.mode}"))
         if violations or mode is None:
             raise errors.bad_request(*violations)
-        page = await self._search.search(user_id, request.query, mode, size, request.page_token)
+        page = await self._search.search(
+            user_id, request.query, mode, size, request.page_token, time_left_s=context.time_remaining()
+        )
         return pb.SearchMessagesResponse(
             hits=[
                 pb.SearchHit(

@@ -31,6 +31,8 @@ import httpx
 import pulsar
 import pulsar.asyncio
 import structlog
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanContext, SpanKind
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from parley.events.v1 import events_pb2
@@ -45,6 +47,7 @@ from svc_history.store import Stores
 __all__ = ["DEAD_LETTER", "IndexerMetrics", "SearchIndexer"]
 
 _log = structlog.get_logger("svc_history.indexer")
+_tracer = trace.get_tracer("parley.search")
 
 TOPICS = (MESSAGE_CREATED, CONVERSATION_DELETED, USER_DELETED)
 #: Where events that cannot be decoded go.
@@ -137,6 +140,12 @@ def _decode(topic: str, data: bytes) -> _Batch:
     except Exception as error:  # protobuf's DecodeError, a missing timestamp, ...
         raise UndecodableEventError(type(error).__name__) from error
     return batch
+
+
+def _span_of(message: pulsar.Message) -> SpanContext | None:
+    """The span context an event carries (its `traceparent` property), if valid."""
+    context = trace.get_current_span(propagate.extract(message.properties())).get_span_context()
+    return context if context.is_valid else None
 
 
 def _short_topic(message: pulsar.Message) -> str:
@@ -264,18 +273,23 @@ class SearchIndexer:
             work.conversations_deleted += one.conversations_deleted
             work.users_deleted += one.users_deleted
             decoded.append(message)
-        wait = self._search.retry_base_s
-        while True:
-            try:
-                await self.apply(work)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                self.metrics.retries.inc()
-                _log.warning("indexing a batch failed; retrying", error=type(error).__name__, wait_s=wait)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, self._search.retry_max_s)
+        # One span per batch, linked to the trace of each call whose event it applies.
+        links = [Link(span) for span in (_span_of(message) for message in decoded) if span is not None]
+        with _tracer.start_as_current_span("search.index", kind=SpanKind.CONSUMER, links=links[:128]) as span:
+            span.set_attribute("parley.events", len(decoded))
+            wait = self._search.retry_base_s
+            while True:
+                try:
+                    await self.apply(work)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    self.metrics.retries.inc()
+                    span.add_event("retry", {"error": type(error).__name__})
+                    _log.warning("indexing a batch failed; retrying", error=type(error).__name__, wait_s=wait)
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, self._search.retry_max_s)
         # Acknowledgements are grouped by the client; awaiting them one by one would wait
         # for a flush each.
         await asyncio.gather(*(consumer.acknowledge(message) for message in decoded))

@@ -80,22 +80,35 @@ class Search:
             return [FieldViolation("query", f"must be at most {self._settings.query_chars} characters")]
         return []
 
-    async def search(self, user_id: str, query: str, mode: Mode, size: int, page_token: str) -> SearchPage:
+    async def search(
+        self,
+        user_id: str,
+        query: str,
+        mode: Mode,
+        size: int,
+        page_token: str,
+        *,
+        time_left_s: float | None = None,
+    ) -> SearchPage:
+        """One page; Triton and Weaviate get `call_timeout_s` each, less when the caller's
+        deadline (`time_left_s`) is nearer."""
         listing = f"search\n{user_id}\n{mode}\n{hashlib.sha256(query.encode()).hexdigest()}"
         position = self._tokens.read(page_token, listing)
         offset = position.get("offset", 0)
         if not isinstance(offset, int) or not 0 <= offset < self._settings.max_results:
             raise bad_token()
         limit = min(size, self._settings.max_results - offset)
+        budget = min(self._settings.call_timeout_s, time_left_s or self._settings.call_timeout_s)
         vector = None
         if mode != "full_text":
             try:
-                [vector] = await self._embedder.embed([query])
+                [vector] = await self._embedder.embed([query], timeout_s=budget)
             except EmbeddingUnavailableError as error:
                 raise search_unavailable("embedding model") from error
         try:
-            found = await self._index.search(user_id, mode, query, vector, offset, limit)
-        except IndexUnavailableError as error:
+            async with asyncio.timeout(budget):
+                found = await self._index.search(user_id, mode, query, vector, offset, limit)
+        except (IndexUnavailableError, TimeoutError) as error:
             raise search_unavailable("index") from error
         hits = await self._read_back(user_id, query, found)
         end = offset + limit

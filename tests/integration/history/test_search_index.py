@@ -128,7 +128,13 @@ async def test_an_undecodable_event_goes_to_the_dead_letter_topic_and_the_rest_i
         conversation = await new_conversation(history, alice)
         after = await append(history, alice, conversation.name, "the capybara after the garbage")
 
-        dead = await tap.take(lambda m: m.partition_key() == alice.user_id, 2)
+        subscription = indexer_app.settings.search.subscription  # not another indexer's (a dev stack's)
+        dead = await tap.take(
+            lambda m: (
+                m.partition_key() == alice.user_id and m.properties().get("subscription") == subscription
+            ),
+            2,
+        )
         await indexed(history, alice, after)
     finally:
         producer.close()
@@ -136,7 +142,6 @@ async def test_an_undecodable_event_goes_to_the_dead_letter_topic_and_the_rest_i
 
     assert [m.data()[:4] for m in dead][:1] == [b"\xff\x00 n"]
     assert all(m.properties()["topic"] == MESSAGE_CREATED for m in dead)
-    assert all(m.properties()["subscription"] == indexer_app.settings.search.subscription for m in dead)
     assert "not the event's user's" in dead[1].properties()["reason"]
     assert (
         _sample(
