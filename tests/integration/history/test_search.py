@@ -18,11 +18,14 @@ import pytest
 from google.rpc import error_details_pb2
 
 from parley.history.v1 import history_pb2 as pb
+from parley.session.v1 import session_pb2
 from parley_core.errors import details_of
+from parley_core.stubs import session_stub
 from svc_history.app import HistoryApp
 from svc_history.search.app import IndexerApp
 from svc_history.search.documents import IndexedMessage, query_words
 from svc_history.search.index import MessageIndex
+from svc_session.app import SessionApp
 from tests.integration.history.helpers import Person, append, new_conversation
 
 if TYPE_CHECKING:
@@ -374,3 +377,25 @@ async def test_searching_needs_a_token_with_history_read(
     for metadata in ((), (("authorization", "Bearer not-a-token"),)):
         error = await failure(history.SearchMessages(request, metadata=metadata))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_key_that_may_only_chat_cannot_search(
+    history: HistoryServiceAsyncStub, indexer_app: IndexerApp, session_app: SessionApp, alice: Person
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{session_app.port}") as channel:
+        stub = session_stub(channel)
+        created = await stub.CreateApiKey(
+            session_pb2.CreateApiKeyRequest(
+                parent="users/me",
+                api_key=session_pb2.ApiKey(display_name="chat only", scopes=["chat"]),
+                request_id=str(uuid.uuid4()),
+            ),
+            metadata=alice.md,
+        )
+        login = await stub.Login(session_pb2.LoginRequest(api_key=created.key))
+    key_md = (("authorization", f"Bearer {login.credentials.access_token}"),)
+
+    request = pb.SearchMessagesRequest(parent="users/me", query="anything", mode=FULL_TEXT)
+    error = await failure(history.SearchMessages(request, metadata=key_md))
+
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
