@@ -2,8 +2,8 @@
 
 It talks to the public endpoint only, with the stubs generated from `protos/`, and imports
 nothing else of Parley. `chat` is the example to read first; its private modules are
-signing in (`_auth`), errors as one line (`_errors`), what the terminal shows (`_render`)
-and a turn's resume bookkeeping (`_turn`).
+signing in (`_auth`), errors as one line (`_errors`), what the terminal shows (`_render`),
+searching the caller's messages (`_search`) and a turn's resume bookkeeping (`_turn`).
 """
 
 from parley_client.chat import ChatClient, main

@@ -3,6 +3,7 @@
 Two views with one interface: `TextView` for people (the answer, then a dimmed usage
 line) and `JsonView` for scripts (each event as a JSON line, in the contract's JSON form).
 Both say on stderr, in one line, when a turn could pass a monthly budget's soft limit.
+Search hits go to stdout as well (three lines each, or a JSON line each); how many, on stderr.
 """
 
 from __future__ import annotations
@@ -16,12 +17,23 @@ from google.protobuf import json_format
 
 from parley.chat.v1 import chat_pb2
 from parley.common.v1 import common_pb2
+from parley.history.v1 import history_pb2
 from parley_client._errors import ChatError
+from parley_client._search import highlighted, one_line
 from parley_client._turn import TurnProgress
 
-__all__ = ["JsonView", "TextView", "View", "budget_warning", "format_money", "summary"]
+__all__ = [
+    "JsonView",
+    "TextView",
+    "View",
+    "author",
+    "budget_warning",
+    "format_money",
+    "hits_summary",
+    "summary",
+]
 
-_DIM, _RESET = "\x1b[2m", "\x1b[0m"
+_DIM, _BOLD, _RESET = "\x1b[2m", "\x1b[1m", "\x1b[0m"
 
 _HEALTH = {
     chat_pb2.MODEL_HEALTH_UNSPECIFIED: "unknown",
@@ -45,6 +57,9 @@ class View(Protocol):
 
     def models(self, models: Sequence[chat_pb2.Model], current: str) -> None: ...
 
+    def hits(self, hits: Sequence[history_pb2.SearchHit], *, more: bool) -> None:
+        """A search's hits, the best first; more: the server has further pages."""
+
 
 def format_money(money: common_pb2.Money) -> str:
     """`0.000123 USD`: exact, from integer micro-units."""
@@ -66,6 +81,25 @@ def budget_warning(started: chat_pb2.TurnStarted) -> str:
         for w in started.budget_warnings
     ]
     return "warning: " + "; ".join(parts)
+
+
+def author(message: history_pb2.Message) -> str:
+    """Who wrote a message, as its reader says it: "you", the model, or "system"."""
+    if message.author == history_pb2.AUTHOR_USER:
+        return "you"
+    if message.author == history_pb2.AUTHOR_ASSISTANT:
+        return short_model(message.model) or "assistant"
+    if message.author == history_pb2.AUTHOR_SYSTEM:
+        return "system"
+    return "unknown"
+
+
+def hits_summary(count: int, *, more: bool) -> str:
+    """The line after a search's hits."""
+    if not count:
+        return "no messages match"
+    line = f"{count} hit{'' if count == 1 else 's'}"
+    return f"{line}, the best of more: add words to narrow the search" if more else line
 
 
 def summary(progress: TurnProgress) -> str:
@@ -151,6 +185,27 @@ class TextView:
             self.out.write(line + "\n")
         self.out.flush()
 
+    def hits(self, hits: Sequence[history_pb2.SearchHit], *, more: bool) -> None:
+        """Each hit as its conversation's title and the author, the snippet, and the message's
+        name (`--conversation` takes it to continue that conversation).
+
+        The query's words in the snippet are bold on a terminal; in a pipe, or with
+        NO_COLOR, they are in [brackets], and nothing is dimmed.
+        """
+        styled = self.color and self.terminal  # stdout is the terminal too
+        for index, hit in enumerate(hits):
+            if index:
+                self.out.write("\n")
+            title = one_line(hit.conversation_title) or "(untitled)"
+            snippet = "".join(
+                (f"{_BOLD}{piece}{_RESET}" if styled else f"[{piece}]") if match else piece
+                for piece, match in highlighted(hit.snippet, hit.snippet_matches)
+            )
+            name = f"{_DIM}{hit.message.name}{_RESET}" if styled else hit.message.name
+            self.out.write(f"{title} | {author(hit.message)}\n  {snippet}\n  {name}\n")
+        self.out.flush()
+        self.note(hits_summary(len(hits), more=more))
+
 
 class JsonView:
     """For scripts: one JSON object per line on stdout; notes stay on stderr."""
@@ -180,3 +235,8 @@ class JsonView:
     def models(self, models: Sequence[chat_pb2.Model], current: str) -> None:
         for model in models:
             self._line(json_format.MessageToDict(model))
+
+    def hits(self, hits: Sequence[history_pb2.SearchHit], *, more: bool) -> None:
+        for hit in hits:
+            self._line(json_format.MessageToDict(hit))
+        self.note(hits_summary(len(hits), more=more))

@@ -32,14 +32,24 @@ A partner's first hour looks like this:
    the server sends the rest, nothing twice. Before `started` arrived the client cannot name
    the turn, so it sends the same `start` again, same idempotency key.
 
-6. **Errors.** A failed call carries `google.rpc` details in the `grpc-status-details-bin`
+6. **Search.** `HistoryService.SearchMessages(parent="users/me", query=...)` finds the
+   caller's own messages by words (`SEARCH_MODE_FULL_TEXT`), by meaning
+   (`SEARCH_MODE_SEMANTIC`) or both (`SEARCH_MODE_HYBRID`, the default). A hit holds the
+   message, its conversation's title, a plain-text snippet, and where the query's words are
+   in that snippet as ranges of code points (`_search.py`). A message's name is its
+   conversation's name followed by `/messages/{m}`: `--conversation` continues it. A
+   message is indexed moments after it is written, so the newest may not be found yet.
+   An API key searches only with the `history.read` scope.
+
+7. **Errors.** A failed call carries `google.rpc` details in the `grpc-status-details-bin`
    trailer: an ErrorInfo reason, and RetryInfo when waiting helps (`_errors.py`).
 
 This client opens one `Chat` stream per turn rather than one for the whole session: each
 stream starts with a fresh access token, and an idle prompt holds no stream open for the
 edge's idle timeout to close.
 
-Usage: `parley chat [--model NAME] [--conversation NAME] [--message TEXT ...] [--json]`;
+Usage: `parley chat [--model NAME] [--conversation NAME] [--message TEXT ...] [--json]`,
+`parley chat --search TEXT [--search-mode full_text|semantic|hybrid] [--json]`;
 `parley chat --help` lists every option.
 """
 
@@ -59,14 +69,17 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 import grpc
 
 from parley.chat.v1 import chat_pb2, chat_pb2_grpc
+from parley.history.v1 import history_pb2_grpc
 from parley.session.v1 import session_pb2_grpc
 from parley_client._auth import USER_AGENT, NotSignedInError, SignIn, TokenStore, default_store_path
 from parley_client._errors import ChatError, from_rpc_error
 from parley_client._render import JsonView, TextView, View
+from parley_client._search import MODES, PAGE_SIZE, SearchClient, conversation_of_message
 from parley_client._turn import Backoff, TurnProgress
 
 if TYPE_CHECKING:
     from parley.chat.v1.chat_pb2_grpc import ChatServiceAsyncStub
+    from parley.history.v1.history_pb2_grpc import HistoryServiceAsyncStub
     from parley.session.v1.session_pb2_grpc import SessionServiceAsyncStub
 
 __all__ = ["ChatClient", "build_parser", "main"]
@@ -109,9 +122,20 @@ def stubs(channel: grpc.aio.Channel) -> tuple[ChatServiceAsyncStub, SessionServi
     return chat, session
 
 
+def history_stub(channel: grpc.aio.Channel) -> HistoryServiceAsyncStub:
+    """HistoryService's typed asyncio stub, for search (see `stubs`)."""
+    return cast("HistoryServiceAsyncStub", history_pb2_grpc.HistoryServiceStub(channel))
+
+
 def model_name(model: str) -> str:
     """`models/{model}` from either spelling a person types."""
     return model if not model or model.startswith("models/") else f"models/{model}"
+
+
+def conversation_name(name: str) -> str:
+    """`users/{u}/conversations/{c}` from a conversation's name or one of its messages'
+    (what `--search` prints)."""
+    return conversation_of_message(name) or name
 
 
 class ChatClient:
@@ -312,7 +336,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--model", default="", help="the model (default: the conversation's)")
     parser.add_argument("--models", action="store_true", help="list the models and exit")
     parser.add_argument(
-        "--conversation", default="", metavar="NAME", help="continue users/.../conversations/... "
+        "--conversation",
+        default="",
+        metavar="NAME",
+        help="continue users/.../conversations/... (a message name from --search names its conversation)",
     )
     parser.add_argument(
         "-m",
@@ -322,13 +349,25 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         metavar="TEXT",
         help="send this and exit (repeatable, one turn each); a piped standard input is one message",
     )
-    parser.add_argument("--json", action="store_true", help="print events as JSON lines (proto3 JSON)")
+    parser.add_argument(
+        "--search", metavar="TEXT", help=f"search your messages, print the best {PAGE_SIZE} hits and exit"
+    )
+    parser.add_argument(
+        "--search-mode",
+        choices=sorted(MODES),
+        default="hybrid",
+        help="with --search: match words (full_text), meaning (semantic) or both (default: hybrid)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print events (or search hits) as JSON lines (proto3 JSON)"
+    )
     return parser
 
 
 HELP = """/models          list the models
 /model NAME      answer with NAME from now on
 /new             start a new conversation
+/search TEXT     search your messages (words and meaning)
 /quit            leave (or Ctrl-D); Ctrl-C cancels an answer, or leaves at the prompt"""
 
 
@@ -409,7 +448,13 @@ def _session(runner: asyncio.Runner, channel: grpc.aio.Channel, args: argparse.N
         return 0
     _sign_in(runner, sign_in, terminal, args, view)
 
-    client = ChatClient(chat, sign_in, view, model=args.model, conversation=args.conversation)
+    search = SearchClient(history_stub(channel), sign_in, timeout_s=CALL_TIMEOUT_S)
+    if args.search is not None:
+        _search(runner, search, view, args.search, args.search_mode)
+        return 0
+    client = ChatClient(
+        chat, sign_in, view, model=args.model, conversation=conversation_name(args.conversation)
+    )
     if args.models:
         view.models(runner.run(client.list_models()), client.model)
         return 0
@@ -419,7 +464,7 @@ def _session(runner: asyncio.Runner, channel: grpc.aio.Channel, args: argparse.N
         messages = [text] if text else []
     if messages or not terminal.interactive:
         return _scripted(runner, client, messages)
-    return _interactive(runner, client, view)
+    return _interactive(runner, client, search, view)
 
 
 def _sign_in(
@@ -448,7 +493,15 @@ def _scripted(runner: asyncio.Runner, client: ChatClient, messages: list[str]) -
     return 0
 
 
-def _interactive(runner: asyncio.Runner, client: ChatClient, view: View) -> int:
+def _search(
+    runner: asyncio.Runner, search: SearchClient, view: View, query: str, mode: str = "hybrid"
+) -> None:
+    """One page of hits for query, shown."""
+    reply = runner.run(search.search(query, mode))
+    view.hits(reply.hits, more=bool(reply.next_page_token))
+
+
+def _interactive(runner: asyncio.Runner, client: ChatClient, search: SearchClient, view: View) -> int:
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401 - line editing and history for input()
     view.note(f"model {client.model.removeprefix('models/') or '(default)'}; /help lists the commands")
@@ -477,6 +530,11 @@ def _interactive(runner: asyncio.Runner, client: ChatClient, view: View) -> int:
             elif command == "/new":
                 client.conversation = ""
                 view.note("the next message starts a new conversation")
+            elif command == "/search":
+                if not rest.strip():
+                    view.note("usage: /search TEXT")
+                    continue
+                _search(runner, search, view, rest.strip())
             elif command.startswith("/") and " " not in command and len(command) > 1:
                 view.note(f"unknown command {command}; /help lists them")
             else:
