@@ -7,15 +7,14 @@ something of the user (svc_session's account, svc_router's turn logs) consumes i
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import pulsar
 import pulsar.asyncio
 import structlog
 
 from parley.events.v1 import events_pb2
+from parley_core.consuming import Batches, Handler
 from parley_core.events import USER_DELETED, topic_url
 
 __all__ = ["UserDeletedConsumer"]
@@ -41,48 +40,31 @@ class UserDeletedConsumer:
         *,
         client_factory: Callable[[str], pulsar.asyncio.Client] | None = None,
     ) -> None:
-        self._url = service_url
         self._erase = erase
         self._subscription = subscription
-        # pulsar's asyncio client: no thread blocks on a broker that is gone, so stopping
-        # never waits for one.
-        self._factory = client_factory or (
-            lambda url: pulsar.asyncio.Client(url, operation_timeout_seconds=10, logger=_quiet())
+        self._batches = Batches(
+            service_url, self._subscribe, 16, name="user-deleted-consumer", client_factory=client_factory
         )
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="user-deleted-consumer")
+        self._batches.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._batches.stop()
 
-    async def _run(self) -> None:
-        delay = 0.5
-        while True:
-            client = self._factory(self._url)
-            try:
-                consumer = await client.subscribe(
-                    topic_url(USER_DELETED),
-                    self._subscription,
-                    consumer_type=pulsar.ConsumerType.Shared,
-                    negative_ack_redelivery_delay_ms=2000,
-                )
-                delay = 0.5
-                while True:
-                    await self._handle(consumer, await consumer.receive())
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                _log.warning("user-deleted consumer lost pulsar; retrying", error=type(error).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.close(), 5)
+    async def _subscribe(self, client: pulsar.asyncio.Client) -> tuple[pulsar.asyncio.Consumer, Handler]:
+        consumer = await client.subscribe(
+            topic_url(USER_DELETED),
+            self._subscription,
+            consumer_type=pulsar.ConsumerType.Shared,
+            negative_ack_redelivery_delay_ms=2000,
+        )
+
+        async def handle(batch: Sequence[pulsar.Message]) -> None:
+            for message in batch:
+                await self._handle(consumer, message)
+
+        return consumer, handle
 
     async def _handle(self, consumer: pulsar.asyncio.Consumer, message: pulsar.Message) -> None:
         try:
@@ -101,7 +83,3 @@ class UserDeletedConsumer:
             await consumer.negative_acknowledge(message)
             return
         await consumer.acknowledge(message)
-
-
-def _quiet() -> pulsar.ConsoleLogger:
-    return pulsar.ConsoleLogger(pulsar.LoggerLevel.Error)

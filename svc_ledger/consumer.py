@@ -3,8 +3,8 @@
 - One subscription (`ledger`) shared by every ledger instance as Key_Shared: the message
   key is the user id, so one user's events go to one instance, in order, and several
   instances split the users between them.
-- A receiving task fills a queue; the worker takes what has arrived (up to `batch_size`),
-  prices it and records it (svc_ledger.accounts), then acknowledges. Nothing is
+- Batches come from `parley_core.consuming.Batches` (what has arrived, up to
+  `batch_size`); each is priced and recorded (svc_ledger.accounts), then acknowledges. Nothing is
   acknowledged before it is written, so a consumer that dies (even by SIGKILL) loses
   nothing: the broker redelivers what it had not acknowledged, and a redelivered event
   adds nothing a second time.
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import pulsar
@@ -28,6 +29,7 @@ import pulsar.asyncio
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from parley_core.consuming import Batches, Handler
 from parley_core.events import USAGE, topic_url
 from svc_ledger.accounts import Accounts
 from svc_ledger.billing import PoisonEventError, Priced, price_event
@@ -80,77 +82,53 @@ class UsageConsumer:
         self._prices = prices
         self._accounts = accounts
         self.metrics = metrics
-        self._factory = client_factory or (
-            lambda url: pulsar.asyncio.Client(
-                url, operation_timeout_seconds=10, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error)
-            )
-        )
-        self._task: asyncio.Task[None] | None = None
-        #: Set while the consumer holds its subscription.
-        self.subscribed = asyncio.Event()
+        self._batches = Batches(
+            settings.pulsar_url, self._subscribe, settings.batch_size, name="usage-consumer",
+            client_factory=client_factory,
+        )  # fmt: skip
         self._retries: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="usage-consumer")
+        self._batches.start()
 
     async def stop(self) -> None:
-        for task in [self._task, *self._retries]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self._batches.stop()
+        for task in list(self._retries):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    async def _run(self) -> None:
-        delay = 0.5
-        while True:
-            client = self._factory(self._settings.pulsar_url)
-            receiver: asyncio.Task[None] | None = None
-            try:
-                consumer = await client.subscribe(
-                    topic_url(USAGE),
-                    self._settings.subscription,
-                    consumer_type=pulsar.ConsumerType.KeyShared,
-                    initial_position=(
-                        pulsar.InitialPosition.Earliest
-                        if self._settings.subscribe_from == "earliest"
-                        else pulsar.InitialPosition.Latest
-                    ),
-                    receiver_queue_size=self._settings.batch_size * 2,
-                    negative_ack_redelivery_delay_ms=int(self._settings.retry_base_s * 1000),
-                    dead_letter_policy=pulsar.ConsumerDeadLetterPolicy(
-                        max_redeliver_count=self._settings.max_redeliveries,
-                        dead_letter_topic=topic_url(DEAD_LETTER),
-                    ),
-                )
-                dead_letters = await client.create_producer(topic_url(DEAD_LETTER))
-                self.subscribed.set()
-                self._accounts.forget_cached()
-                delay = 0.5
-                queue: asyncio.Queue[pulsar.Message] = asyncio.Queue(self._settings.batch_size * 2)
-                receiver = asyncio.create_task(_receive(consumer, queue), name="usage-receiver")
-                while True:
-                    batch = [await _next(queue, receiver)]
-                    while not queue.empty() and len(batch) < self._settings.batch_size:
-                        batch.append(queue.get_nowait())
-                    await self._handle(consumer, dead_letters, batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                _log.warning("usage consumer lost pulsar; retrying", error=type(error).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            finally:
-                self.subscribed.clear()
-                if receiver is not None:
-                    receiver.cancel()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.close(), 5)
+    @property
+    def subscribed(self) -> asyncio.Event:
+        """Set while the consumer holds its subscription."""
+        return self._batches.subscribed
+
+    async def _subscribe(self, client: pulsar.asyncio.Client) -> tuple[pulsar.asyncio.Consumer, Handler]:
+        consumer = await client.subscribe(
+            topic_url(USAGE),
+            self._settings.subscription,
+            consumer_type=pulsar.ConsumerType.KeyShared,
+            initial_position=(
+                pulsar.InitialPosition.Earliest
+                if self._settings.subscribe_from == "earliest"
+                else pulsar.InitialPosition.Latest
+            ),
+            receiver_queue_size=self._settings.batch_size * 2,
+            negative_ack_redelivery_delay_ms=int(self._settings.retry_base_s * 1000),
+            dead_letter_policy=pulsar.ConsumerDeadLetterPolicy(
+                max_redeliver_count=self._settings.max_redeliveries,
+                dead_letter_topic=topic_url(DEAD_LETTER),
+            ),
+        )
+        dead_letters = await client.create_producer(topic_url(DEAD_LETTER))
+        self._accounts.forget_cached()
+        return consumer, functools.partial(self._handle, consumer, dead_letters)
 
     async def _handle(
         self,
         consumer: pulsar.asyncio.Consumer,
         dead_letters: pulsar.asyncio.Producer,
-        batch: list[pulsar.Message],
+        batch: Sequence[pulsar.Message],
     ) -> None:
         started = time.perf_counter()
         now = datetime.now(UTC)
@@ -214,18 +192,3 @@ class UsageConsumer:
         task = asyncio.create_task(later())
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
-
-
-async def _next(queue: asyncio.Queue[pulsar.Message], receiver: asyncio.Task[None]) -> pulsar.Message:
-    """The next message; the receiver's error if it stopped (the consumer then reconnects)."""
-    while True:
-        with contextlib.suppress(TimeoutError):
-            return await asyncio.wait_for(queue.get(), 1.0)
-        if receiver.done():
-            receiver.result()
-            raise RuntimeError("the usage receiver stopped")
-
-
-async def _receive(consumer: pulsar.asyncio.Consumer, queue: asyncio.Queue[pulsar.Message]) -> None:
-    while True:
-        await queue.put(await consumer.receive())

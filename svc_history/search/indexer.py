@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from parley.events.v1 import events_pb2
+from parley_core.consuming import Batches, Handler
 from parley_core.events import CONVERSATION_DELETED, MESSAGE_CREATED, USER_DELETED, topic_url
 from parley_core.wire import from_timestamp, parse_name
 from svc_history.search.documents import IndexedMessage
@@ -170,100 +172,58 @@ class SearchIndexer:
         self._index = index
         self._embedder = embedder
         self.metrics = metrics
-        self._factory = client_factory or (
-            lambda url: pulsar.asyncio.Client(
-                url, operation_timeout_seconds=10, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error)
-            )
-        )
-        self._tasks: list[asyncio.Task[None]] = []
-        #: Set while the indexer holds its subscription.
-        self.subscribed = asyncio.Event()
-        self._queue: asyncio.Queue[pulsar.Message] = asyncio.Queue(self._search.batch_size * 4)
-        self._held: list[pulsar.Message] = []
+        self._batches = Batches(
+            settings.pulsar_url, self._subscribe, self._search.batch_size, name="search-indexer",
+            client_factory=client_factory,
+        )  # fmt: skip
+        self._backlog_task: asyncio.Task[None] | None = None
         self._backlog = 0
-        metrics.lag_events.set_function(lambda: self._queue.qsize() + len(self._held) + self._backlog)
-        metrics.lag_seconds.set_function(self._oldest_held_s)
+        metrics.lag_events.set_function(lambda: self._batches.held() + self._backlog)
+        metrics.lag_seconds.set_function(self._batches.oldest_held_s)
         metrics.subscribed.set_function(lambda: 1.0 if self.subscribed.is_set() else 0.0)
 
-    def _oldest_held_s(self) -> float:
-        if not self._held:
-            return 0.0
-        oldest_ms: int = min(message.publish_timestamp() for message in self._held)
-        return max(0.0, time.time() - oldest_ms / 1000)
-
     def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._run(), name="search-indexer"))
+        self._batches.start()
         if self._search.pulsar_admin_url:
-            self._tasks.append(asyncio.create_task(self._watch_backlog(), name="search-backlog"))
+            self._backlog_task = asyncio.create_task(self._watch_backlog(), name="search-backlog")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        await self._batches.stop()
+        if self._backlog_task is not None:
+            self._backlog_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._backlog_task
 
-    async def _run(self) -> None:
-        delay = 0.5
-        while True:
-            client = self._factory(self._settings.pulsar_url)
-            receiver: asyncio.Task[None] | None = None
-            try:
-                consumer = await client.subscribe(
-                    [topic_url(topic) for topic in TOPICS],
-                    self._search.subscription,
-                    consumer_type=pulsar.ConsumerType.Shared,
-                    initial_position=(
-                        pulsar.InitialPosition.Earliest
-                        if self._search.subscribe_from == "earliest"
-                        else pulsar.InitialPosition.Latest
-                    ),
-                    receiver_queue_size=self._search.batch_size * 2,
-                )
-                dead_letters = await client.create_producer(topic_url(DEAD_LETTER))
-                self.subscribed.set()
-                delay = 0.5
-                receiver = asyncio.create_task(self._receive(consumer), name="search-receiver")
-                while True:
-                    await self._next_batch(receiver)
-                    await self._handle(consumer, dead_letters)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                _log.warning("search indexer lost pulsar; retrying", error=type(error).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            finally:
-                self.subscribed.clear()
-                self._held = []
-                while not self._queue.empty():
-                    self._queue.get_nowait()  # the broker redelivers what was not acknowledged
-                if receiver is not None:
-                    receiver.cancel()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.close(), 5)
+    @property
+    def subscribed(self) -> asyncio.Event:
+        """Set while the indexer holds its subscription."""
+        return self._batches.subscribed
 
-    async def _receive(self, consumer: pulsar.asyncio.Consumer) -> None:
-        while True:
-            await self._queue.put(await consumer.receive())
+    async def _subscribe(self, client: pulsar.asyncio.Client) -> tuple[pulsar.asyncio.Consumer, Handler]:
+        consumer = await client.subscribe(
+            [topic_url(topic) for topic in TOPICS],
+            self._search.subscription,
+            consumer_type=pulsar.ConsumerType.Shared,
+            initial_position=(
+                pulsar.InitialPosition.Earliest
+                if self._search.subscribe_from == "earliest"
+                else pulsar.InitialPosition.Latest
+            ),
+            receiver_queue_size=self._search.batch_size * 2,
+        )
+        dead_letters = await client.create_producer(topic_url(DEAD_LETTER))
+        return consumer, functools.partial(self._handle, consumer, dead_letters)
 
-    async def _next_batch(self, receiver: asyncio.Task[None]) -> None:
-        """Wait for the next event, then take what else has arrived (up to batch_size)."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                first = await asyncio.wait_for(self._queue.get(), 1.0)
-                break
-            if receiver.done():
-                receiver.result()
-                raise RuntimeError("the search receiver stopped")
-        self._held = [first]
-        while not self._queue.empty() and len(self._held) < self._search.batch_size:
-            self._held.append(self._queue.get_nowait())
-
-    async def _handle(self, consumer: pulsar.asyncio.Consumer, dead_letters: pulsar.asyncio.Producer) -> None:
+    async def _handle(
+        self,
+        consumer: pulsar.asyncio.Consumer,
+        dead_letters: pulsar.asyncio.Producer,
+        batch: Sequence[pulsar.Message],
+    ) -> None:
         started = time.perf_counter()
         work = _Batch()
         decoded: list[pulsar.Message] = []
-        for message in self._held:
+        for message in batch:
             try:
                 one = _decode(_short_topic(message), message.data())
             except UndecodableEventError as error:
@@ -293,7 +253,6 @@ class SearchIndexer:
         # Acknowledgements are grouped by the client; awaiting them one by one would wait
         # for a flush each.
         await asyncio.gather(*(consumer.acknowledge(message) for message in decoded))
-        self._held = []
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def apply(self, work: _Batch) -> None:
@@ -367,7 +326,7 @@ class SearchIndexer:
                         )
                         total += int(subscription.get("msgBacklog", 0))
                     # The backlog counts what the indexer holds too.
-                    self._backlog = max(0, total - self._queue.qsize() - len(self._held))
+                    self._backlog = max(0, total - self._batches.held())
                 except (httpx.HTTPError, ValueError) as error:
                     _log.warning("reading the indexer's backlog failed", error=type(error).__name__)
                 await asyncio.sleep(10)
