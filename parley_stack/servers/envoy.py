@@ -26,6 +26,7 @@ def local_edge_inputs(config: StackConfig) -> EdgeInputs:
         svc_history=on_host("history_grpc"),
         svc_router=on_host("router_grpc"),
         svc_ledger=on_host("ledger_grpc"),
+        session_jwks=on_host("session_jwks"),
     )
 
 

@@ -9,9 +9,17 @@ import sys
 
 import pytest
 
+from edge_proxy.api import ANONYMOUS, PUBLIC
 from edge_proxy.render import Address, EdgeInputs, render
+from parley.chat.v1 import chat_pb2
+from parley.history.v1 import history_pb2
+from parley.ledger.v1 import ledger_pb2
+from parley.session.v1 import session_pb2
 from parley_stack.config import StackConfig
 from parley_stack.servers.envoy import local_edge_inputs, render_local
+from svc_history.servicer import INTERNAL_METHODS as HISTORY_INTERNAL
+from svc_history.servicer import PUBLIC_METHODS as HISTORY_ANONYMOUS
+from svc_session.servicer import PUBLIC_METHODS as SESSION_ANONYMOUS
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
@@ -24,6 +32,7 @@ def _inputs(**changes: object) -> EdgeInputs:
         svc_history=Address("svc-history.parley.svc", 50052),
         svc_router=Address("svc-router.parley.svc", 50053),
         svc_ledger=Address("svc-ledger.parley.svc", 50054),
+        session_jwks=Address("svc-session.parley.svc", 8081),
     )
     return dataclasses.replace(inputs, **changes)  # type: ignore[arg-type]
 
@@ -121,3 +130,71 @@ def test_edge_proxy_imports_nothing_from_the_local_stack() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
 
     assert result.stdout.strip() == "[]"
+
+
+# The public API --------------------------------------------------------------------------
+
+#: The services a client reaches through the edge, and the methods that stay inside.
+_SERVICES = [
+    session_pb2.DESCRIPTOR.services_by_name["SessionService"],
+    history_pb2.DESCRIPTOR.services_by_name["HistoryService"],
+    chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
+    ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"],
+]
+
+
+def _paths(service: object) -> set[str]:
+    return {f"/{service.full_name}/{method.name}" for method in service.methods}  # type: ignore[attr-defined]
+
+
+def test_every_method_of_the_public_services_is_routed_unless_internal() -> None:
+    everything = set().union(*(_paths(service) for service in _SERVICES))
+
+    assert set(PUBLIC) == everything - HISTORY_INTERNAL
+    assert "/parley.history.v1.HistoryService/AppendMessage" not in PUBLIC
+    assert not any("ServiceIdentityService" in path or "ratelimit" in path for path in PUBLIC)
+
+
+def test_the_edge_lets_through_unsigned_exactly_what_the_services_take_unsigned() -> None:
+    assert ANONYMOUS == SESSION_ANONYMOUS | HISTORY_ANONYMOUS
+    assert set(PUBLIC) >= ANONYMOUS
+
+
+def test_each_public_method_has_its_own_route_and_nothing_else_is_routed() -> None:
+    config = render(_inputs())
+
+    routed = re.findall(r'- match: \{path: "([^"]+)"\}\n\s+route: \{cluster: (\w+)', config)
+    assert dict(routed) == {path: route.cluster for path, route in PUBLIC.items()}
+    assert len(routed) == len(PUBLIC)
+    assert 'prefix: "/parley' not in config, "no route by prefix: a new method is never routed by accident"
+    assert re.search(r'- match: \{prefix: "/"\}\n\s+direct_response: \{status: 404\}', config)
+
+
+def test_streams_have_an_idle_timeout_and_unary_calls_an_overall_one() -> None:
+    config = render(_inputs())
+
+    chat = re.search(r'path: "/parley.chat.v1.ChatService/Chat"\}\n\s+route: \{([^}]+)\}', config)
+    models = re.search(r'path: "/parley.chat.v1.ChatService/ListModels"\}\n\s+route: \{([^}]+)\}', config)
+    assert chat is not None
+    assert models is not None
+    assert chat.group(1) == "cluster: svc_router, timeout: 0s, idle_timeout: 300s"
+    assert models.group(1) == "cluster: svc_router, timeout: 30s"
+
+
+def test_tokens_are_checked_against_the_session_jwks_except_on_anonymous_methods() -> None:
+    config = render(_inputs(issuer="https://id.example.com/session", audience="parley-prod"))
+
+    assert 'issuer: "https://id.example.com/session"' in config
+    assert 'audiences: ["parley-prod"]' in config
+    assert 'uri: "http://svc-session.parley.svc:8081/.well-known/jwks.json"' in config
+    checked = re.findall(r'- match: \{path: "([^"]+)"\}\n\s+requires: \{provider_name: parley\}', config)
+    assert set(checked) == set(PUBLIC) - ANONYMOUS
+    assert len(checked) == len(set(checked))
+    assert "request_headers_to_remove: [x-parley-user-token]" in config
+
+
+@pytest.mark.parametrize("claim", ["", 'x", evil: "y', "a b", "line\nbreak", "x" * 201])
+def test_an_issuer_or_audience_that_could_rewrite_the_yaml_is_refused(claim: str) -> None:
+    for field in ("issuer", "audience"):
+        with pytest.raises(ValueError, match=field):
+            _inputs(**{field: claim})
