@@ -56,8 +56,11 @@ class SearchSettings(BaseModel):
     max_vector_distance: float = Field(default=0.8, gt=0, le=2)
     #: HYBRID: 0 is words only, 1 meaning only.
     hybrid_alpha: float = Field(default=0.5, ge=0, le=1)
-    #: Seconds one call to Weaviate or Triton may take.
+    #: Seconds one call to Weaviate or Triton may take while a user waits (SearchMessages).
     call_timeout_s: float = Field(default=5.0, gt=0)
+    #: Seconds the indexer gives Triton to embed one batch (64 texts take ~1 s on 2 idle
+    #: cores, many more under load; a timeout retries the whole batch).
+    embed_batch_timeout_s: float = Field(default=120.0, gt=0)
     #: The indexer: its Pulsar subscription (shared by its replicas), events per batch,
     #: and its retry backoff when Weaviate, Triton or Cassandra fail.
     subscription: str = "search-indexer"

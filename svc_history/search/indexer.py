@@ -260,7 +260,9 @@ class SearchIndexer:
         live = await self._live(work.created)
         indexable = [m for m in work.created if m.indexable and (m.user_id, m.conversation_id) in live]
         if indexable:
-            vectors = await self._embedder.embed([m.text for m in indexable])
+            vectors = await self._embedder.embed(
+                [m.text for m in indexable], timeout_s=self._search.embed_batch_timeout_s
+            )
             await self._index.upsert(indexable, vectors)
             # Deleted while this was written? Then its ConversationDeleted may already be
             # behind us: remove what was just written.

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from svc_history.search.documents import IndexedMessage
 from svc_history.search.embedding import Embedder
 from svc_history.search.index import MessageIndex
+from svc_history.settings import HistorySettings
 from svc_history.store import ReindexRun, Stores
 from svc_history.tree import Tree
 
@@ -46,7 +47,10 @@ class Rebuilt:
 
 
 class Reindex:
-    def __init__(self, stores: Stores, index: MessageIndex, embedder: Embedder) -> None:
+    def __init__(
+        self, stores: Stores, index: MessageIndex, embedder: Embedder, *, embed_timeout_s: float = 120.0
+    ) -> None:
+        self._timeout_s = embed_timeout_s
         self._stores = stores
         self._index = index
         self._embedder = embedder
@@ -75,7 +79,8 @@ class Reindex:
                 ]  # fmt: skip
                 batch = [m for m in batch if m.indexable]
                 if batch:
-                    await self._index.upsert(batch, await self._embedder.embed([m.text for m in batch]))
+                    vectors = await self._embedder.embed([m.text for m in batch], timeout_s=self._timeout_s)
+                    await self._index.upsert(batch, vectors)
                     written.update(m.object_id for m in batch)
                 advance(len(batch))
         stale = [
@@ -128,8 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     async def rebuild() -> None:
-        async with open_search() as (stores, index, embedder):
-            reindex = Reindex(stores, index, embedder)
+        settings = HistorySettings()
+        async with open_search(settings) as (stores, index, embedder):
+            reindex = Reindex(stores, index, embedder, embed_timeout_s=settings.search.embed_batch_timeout_s)
             columns = (
                 TextColumn("{task.description}"),
                 BarColumn(),
