@@ -73,12 +73,7 @@ class Domain:
         share_links = ShareLinks(settings, stores, conversations, messages, tokens, secret, guesses)
         user_data = UserData(stores, conversations, messages, events)
         search = Search(
-            settings.search,
-            stores,
-            messages,
-            MessageIndex(settings.search),
-            Embedder(settings.search),
-            tokens,
+            settings.search, stores, MessageIndex(settings.search), Embedder(settings.search), tokens
         )
         return cls(conversations, messages, share_links, user_data, search)
 

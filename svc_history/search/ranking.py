@@ -41,8 +41,9 @@ def fuse(words: list[IndexHit], meaning: list[IndexHit], alpha: float) -> list[I
     ]
 
 
-#: The most hits one query fetches while completing a run of equal scores.
-_MOST_FETCHED = 10_000
+#: The most hits one query fetches while completing a run of equal scores (twice the
+#: deepest reachable hit, search.max_results' default).
+_MOST_FETCHED = 2_000
 
 
 async def with_ties(fetch: Callable[[int], Awaitable[list[IndexHit]]], window: int) -> list[IndexHit]:

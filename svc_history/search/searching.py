@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,8 +19,7 @@ import grpc
 
 from parley_core.errors import FieldViolation, RpcError
 from svc_history import errors
-from svc_history.messages import Messages
-from svc_history.model import Conversation, Placed
+from svc_history.model import Conversation, Placed, order_key
 from svc_history.paging import PageTokens, bad_token
 from svc_history.search.documents import Snippet, snippet
 from svc_history.search.embedding import Embedder, EmbeddingUnavailableError
@@ -61,14 +61,12 @@ class Search:
         self,
         settings: SearchSettings,
         stores: Stores,
-        messages: Messages,
         index: MessageIndex,
         embedder: Embedder,
         tokens: PageTokens,
     ) -> None:
         self._settings = settings
         self._stores = stores
-        self._messages = messages
         self._index = index
         self._embedder = embedder
         self._tokens = tokens
@@ -138,12 +136,45 @@ class Search:
         ]
 
     async def _placed(self, conversation: Conversation, hits: Sequence[IndexHit]) -> list[Placed]:
-        tree = await self._messages.tree(conversation.conversation_id)
-        ids = [hit.message_id for hit in hits if hit.message_id in tree]
-        # The tree is the conversation's own, and the conversation the caller's.
-        placed = await self._messages.read(tree, conversation.conversation_id, ids)
-        return [p for p in placed if p.message.user_id == conversation.user_id]
+        """The hits' messages of one conversation with their places among their siblings.
+
+        Reads only what the hits need: each one's tree node (where its row is, what it
+        follows), each parent's children (the sibling count), then the rows. Not the
+        conversation's whole tree: that was most of a search's time (bench/search_bench.py).
+        """
+        store, conversation_id = self._stores.messages, conversation.conversation_id
+        ids = [hit.message_id for hit in hits if _is_uuid(hit.message_id)]
+        nodes = [
+            n for n in await asyncio.gather(*(store.node(conversation_id, i) for i in ids)) if n is not None
+        ]
+        parents = list(dict.fromkeys(node.parent_id for node in nodes))
+        children = dict(
+            zip(
+                parents,
+                await asyncio.gather(*(store.children(conversation_id, p) for p in parents)),
+                strict=True,
+            )
+        )
+        rows = await store.get_many(conversation_id, [(node.bucket, node.message_id) for node in nodes])
+        placed = []
+        for node in nodes:
+            message = rows.get(node.message_id)
+            # The tree is the conversation's own, and the conversation the caller's.
+            if message is None or message.user_id != conversation.user_id:
+                continue
+            siblings = sorted(children[node.parent_id], key=order_key)
+            index = siblings.index(node.message_id) if node.message_id in siblings else 0
+            placed.append(Placed(message, index, max(len(siblings), 1)))
+        return placed
 
     async def close(self) -> None:
         await self._index.close()
         await self._embedder.close()
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -399,3 +399,28 @@ async def test_a_key_that_may_only_chat_cannot_search(
     error = await failure(history.SearchMessages(request, metadata=key_md))
 
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_hit_is_the_stored_message_with_its_place_among_its_siblings(
+    history: HistoryServiceAsyncStub, indexer_app: IndexerApp, alice: Person
+) -> None:
+    conversation = await new_conversation(history, alice)
+    question = await append(history, alice, conversation.name, "how far is the moon")
+    first = await append(history, alice, conversation.name, "about 384,400 km, give or take",
+                         parent=question.name, author=pb.AUTHOR_ASSISTANT)  # fmt: skip
+    second = await append(history, alice, conversation.name, "the moon is roughly 384,400 km away",
+                          parent=question.name, author=pb.AUTHOR_ASSISTANT)  # fmt: skip
+    await indexed(history, alice, question, first, second)
+
+    reply = await search(history, alice, "384,400", FULL_TEXT)
+
+    by_name = {hit.message.name: hit.message for hit in reply.hits}
+    listed = await history.ListMessages(
+        pb.ListMessagesRequest(parent=conversation.name, view=pb.MESSAGE_VIEW_ALL), metadata=alice.md
+    )
+    # Exactly what ListMessages says of them now (the second answer made the first a sibling).
+    assert by_name == {m.name: m for m in listed.messages if m.name in (first.name, second.name)}
+    assert [(m.sibling_index, m.sibling_count) for m in (by_name[first.name], by_name[second.name])] == [
+        (0, 2), (1, 2),
+    ]  # fmt: skip
+    assert by_name[second.name].parent_message == question.name
