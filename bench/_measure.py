@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["cpu_delta", "cpu_s", "percentile"]
+__all__ = ["cpu_delta", "cpu_s", "percentile", "tree_cpu_s"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -33,3 +33,22 @@ def cpu_s(pid: int) -> float:
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds per process between two readings."""
     return {name: round(after[name] - before.get(name, 0.0), 3) for name in after}
+
+
+def tree_cpu_s(pid: int) -> float:
+    """The CPU seconds of a process and every process below it (a server's workers: Triton
+    runs each model in a child process)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(parent, []).append(int(entry.name))
+    total, frontier = 0.0, [pid]
+    while frontier:
+        current = frontier.pop()
+        total += cpu_s(current)
+        frontier += children.get(current, [])
+    return total

@@ -108,13 +108,14 @@ class Search:
                 found = await self._index.search(user_id, mode, query, vector, offset, limit)
         except (IndexUnavailableError, TimeoutError) as error:
             raise search_unavailable("index") from error
-        hits = await self._read_back(user_id, query, found)
+        hits = await self.read_back(user_id, query, found)
         end = offset + limit
         more = len(found) == limit and end < self._settings.max_results
         return SearchPage(hits, self._tokens.issue(listing, {"offset": end}) if more else "")
 
-    async def _read_back(self, user_id: str, query: str, found: Sequence[IndexHit]) -> list[Hit]:
-        """The hits whose conversation and message still exist, in the index's order."""
+    async def read_back(self, user_id: str, query: str, found: Sequence[IndexHit]) -> list[Hit]:
+        """The hits whose conversation and message still exist, in the index's order, as
+        stored in Cassandra (SearchMessages' second half; bench/search_bench.py times it alone)."""
         conversation_ids = list(dict.fromkeys(hit.conversation_id for hit in found))
         conversations = await self._stores.conversations.get_many(user_id, conversation_ids)
         placed = await asyncio.gather(
