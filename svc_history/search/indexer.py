@@ -267,10 +267,13 @@ class SearchIndexer:
             # Deleted while this was written? Then its ConversationDeleted may already be
             # behind us: remove what was just written.
             still = await self._live(indexable)
-            for user_id, conversation_id in sorted(
-                {(m.user_id, m.conversation_id) for m in indexable} - still
-            ):
+            gone = sorted({(m.user_id, m.conversation_id) for m in indexable} - still)
+            for user_id, conversation_id in gone:
                 await self._index.delete_conversation(user_id, conversation_id)
+            # A user erased meanwhile: the write made their tenant again; it goes too.
+            for user_id in sorted({user_id for user_id, _ in gone}):
+                if not await self._stores.conversations.ids_of(user_id):
+                    await self._index.delete_user(user_id)
         for user_id, conversation_id in dict.fromkeys(work.conversations_deleted):
             await self._index.delete_conversation(user_id, conversation_id)
         for user_id in dict.fromkeys(work.users_deleted):
