@@ -19,6 +19,8 @@ class Route:
     cluster: str
     #: A streaming method: an idle timeout instead of an overall one.
     stream: bool = False
+    #: A unary read that changes nothing: retried by the edge on UNAVAILABLE.
+    read: bool = False
 
 
 _SESSION = "/parley.session.v1.SessionService/"
@@ -36,25 +38,34 @@ PUBLIC: dict[str, Route] = {
     **_methods(
         _SESSION,
         Route("svc_session"),
-        "Register Login RefreshToken Logout GetCurrentUser ListSessions RevokeSession RequestPasswordReset "
-        "ResetPassword CreateApiKey ListApiKeys RevokeApiKey ListUsers UpdateUser VerifyEmail "
-        "ResendVerificationEmail EndAllSessions",
+        "Register Login RefreshToken Logout RevokeSession RequestPasswordReset ResetPassword CreateApiKey "
+        "RevokeApiKey UpdateUser VerifyEmail ResendVerificationEmail EndAllSessions",
+    ),
+    **_methods(
+        _SESSION, Route("svc_session", read=True), "GetCurrentUser ListSessions ListApiKeys ListUsers"
     ),
     # Not AppendMessage: only svc_router appends, from inside the cluster.
     **_methods(
         _HISTORY,
         Route("svc_history"),
-        "CreateConversation GetConversation ListConversations UpdateConversation DeleteConversation "
-        "ListMessages SearchMessages CreateShareLink ListShareLinks DeleteShareLink GetSharedConversation "
-        "DeleteUserData",
+        # GetSharedConversation counts a view: not retried.
+        "CreateConversation UpdateConversation DeleteConversation CreateShareLink DeleteShareLink "
+        "GetSharedConversation DeleteUserData",
+    ),
+    **_methods(
+        _HISTORY,
+        Route("svc_history", read=True),
+        "GetConversation ListConversations ListMessages SearchMessages ListShareLinks",
     ),
     **_methods(_HISTORY, Route("svc_history", stream=True), "ExportUserData"),
     **_methods(_CHAT, Route("svc_router", stream=True), "Chat StreamTurn ResumeTurn"),
-    **_methods(_CHAT, Route("svc_router"), "CancelTurn ListModels"),
+    **_methods(_CHAT, Route("svc_router"), "CancelTurn"),
+    **_methods(_CHAT, Route("svc_router", read=True), "ListModels"),
+    **_methods(_LEDGER, Route("svc_ledger"), "SetBudget"),
     **_methods(
         _LEDGER,
-        Route("svc_ledger"),
-        "GetUsage ListLineItems GetSpendReport SetBudget GetBudget GetAdminOverview",
+        Route("svc_ledger", read=True),
+        "GetUsage ListLineItems GetSpendReport GetBudget GetAdminOverview",
     ),
 }
 

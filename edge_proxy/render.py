@@ -29,6 +29,9 @@ _HOST = re.compile(r"[A-Za-z0-9._:-]+")
 _CLAIM = re.compile(r"[A-Za-z0-9._:/-]{1,200}")
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -74,6 +77,9 @@ class EdgeInputs:
                     raise ValueError(f"{field.name} must be a plain URL or name, got {value!r}")
             elif field.name != "xff_num_trusted_hops" and not isinstance(value, Address):
                 raise TypeError(f"{field.name} must be an Address, got {value!r}")
+        if self.admin.host not in _LOOPBACK:
+            # The admin interface can drain listeners and quit the server: never off the host.
+            raise ValueError(f"the admin interface listens on loopback only, got {self.admin.host!r}")
         hops = self.xff_num_trusted_hops
         if not _is_int(hops) or hops < 0:
             raise ValueError(f"xff_num_trusted_hops must be an integer >= 0, got {hops!r}")
@@ -100,11 +106,16 @@ def _unauthenticated_details() -> str:
     return base64.b64encode(status.SerializeToString()).decode().rstrip("=")
 
 
+#: Reads are retried when the upstream answered UNAVAILABLE or could not be reached.
+_READ_RETRIES = 'retry_on: "unavailable,connect-failure,reset", num_retries: 2, per_try_timeout: 10s'
+
+
 def _route(path: str, route: Route) -> str:
     # Streams: no overall timeout, an idle timeout instead.
     timing = "timeout: 0s, idle_timeout: 300s" if route.stream else "timeout: 30s"
+    retry = ", retry_policy: {" + _READ_RETRIES + "}" if route.read else ""
     match = f'              - match: {{path: "{path}"}}'
-    return f"{match}\n                route: {{cluster: {route.cluster}, {timing}}}"
+    return f"{match}\n                route: {{cluster: {route.cluster}, {timing}{retry}}}"
 
 
 def render(inputs: EdgeInputs) -> str:

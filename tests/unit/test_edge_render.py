@@ -178,7 +178,7 @@ def test_streams_have_an_idle_timeout_and_unary_calls_an_overall_one() -> None:
     assert chat is not None
     assert models is not None
     assert chat.group(1) == "cluster: svc_router, timeout: 0s, idle_timeout: 300s"
-    assert models.group(1) == "cluster: svc_router, timeout: 30s"
+    assert models.group(1).startswith("cluster: svc_router, timeout: 30s, retry_policy: ")
 
 
 def test_tokens_are_checked_against_the_session_jwks_except_on_anonymous_methods() -> None:
@@ -198,3 +198,25 @@ def test_an_issuer_or_audience_that_could_rewrite_the_yaml_is_refused(claim: str
     for field in ("issuer", "audience"):
         with pytest.raises(ValueError, match=field):
             _inputs(**{field: claim})
+
+
+def test_reads_are_retried_on_unavailable_and_nothing_else_is() -> None:
+    config = render(_inputs())
+
+    retried = set(re.findall(r'path: "([^"]+)"\}\n\s+route: \{[^}]*retry_policy', config))
+    assert retried == {path for path, route in PUBLIC.items() if route.read}
+    assert "/parley.history.v1.HistoryService/ListMessages" in retried
+    assert not retried & {
+        "/parley.chat.v1.ChatService/Chat",
+        "/parley.history.v1.HistoryService/CreateConversation",
+        "/parley.history.v1.HistoryService/GetSharedConversation",  # counts a view
+        "/parley.session.v1.SessionService/Login",
+    }
+    assert not any(route.read and route.stream for route in PUBLIC.values())
+    assert config.count("circuit_breakers:") == 4
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "envoy-admin.parley.svc"])
+def test_the_admin_interface_never_listens_off_the_host(host: str) -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        _inputs(admin=Address(host, 9901))
