@@ -6,6 +6,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["cpu_delta", "cpu_s", "percentile", "tree_cpu_s"]
 
@@ -52,3 +53,14 @@ def tree_cpu_s(pid: int) -> float:
         total += cpu_s(current)
         frontier += children.get(current, [])
     return total
+
+
+def json_ready(value: Any, *, places: int = 4) -> Any:
+    """Results as JSON takes them: floats rounded, NaN as null, keys as strings."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, places)
+    if isinstance(value, dict):
+        return {str(k): json_ready(v, places=places) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v, places=places) for v in value]
+    return value

@@ -70,7 +70,7 @@ import pulsar
 import pulsar.asyncio
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from bench._measure import cpu_delta, cpu_s, percentile
+from bench._measure import cpu_delta, cpu_s, json_ready, percentile
 from parley.common.v1 import common_pb2
 from parley.events.v1 import events_pb2
 from parley_core.budgets import BudgetLimits, BudgetScope, BudgetState, month_of
@@ -620,22 +620,12 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if math.isnan(value) else round(value, 4)
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
     configure_logging("console", "warning")
     results = asyncio.run(run(options))
     if options.json_path is not None:
-        options.json_path.write_text(json.dumps(_clean(results), indent=2) + "\n")
+        options.json_path.write_text(json.dumps(json_ready(results), indent=2) + "\n")
     print(table(results))
 
 

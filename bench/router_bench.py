@@ -106,7 +106,7 @@ import numpy as np
 from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 
-from bench._measure import cpu_delta, cpu_s, percentile
+from bench._measure import cpu_delta, cpu_s, json_ready, percentile
 from bench.litellm_env import LITELLM_REQUIREMENT, free_port, litellm_proxy
 from bench.scripted_openai import backend_reset, backend_stats, scripted_openai_spec
 from parley.chat.v1 import chat_pb2
@@ -1089,16 +1089,6 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if math.isnan(value) else round(value, 3)
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
@@ -1146,7 +1136,7 @@ def main() -> None:
     configure_logging("console", "warning")
     results = asyncio.run(run(options))
     print(table(results))
-    print(json.dumps(_clean(results), indent=2))
+    print(json.dumps(json_ready(results, places=3), indent=2))
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ import pulsar.asyncio
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bench._measure import percentile, tree_cpu_s
+from bench._measure import json_ready, percentile, tree_cpu_s
 from parley.events.v1 import events_pb2
 from parley.history.v1 import history_pb2 as pb
 from parley.session.v1 import session_pb2
@@ -1355,16 +1355,6 @@ def _search_table(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if math.isnan(value) else round(value, 4)
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     # libpulsar has crashed this process (see drop_subscription): should it happen again,
     # every thread's Python stack goes to stderr.
@@ -1373,7 +1363,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging("console", "warning")
     results = asyncio.run(run(options))
     if options.json_path is not None:
-        options.json_path.write_text(json.dumps(_clean(results), indent=2) + "\n")
+        options.json_path.write_text(json.dumps(json_ready(results), indent=2) + "\n")
     print(table(results))
 
 

@@ -20,7 +20,7 @@ import pulsar
 import pulsar.asyncio
 import structlog
 
-__all__ = ["Batches", "Handler", "Subscribe", "pulsar_client"]
+__all__ = ["Batches", "Handler", "Subscribe", "initial_position", "pulsar_client"]
 
 _log = structlog.get_logger("parley.consuming")
 
@@ -28,6 +28,11 @@ _log = structlog.get_logger("parley.consuming")
 Handler = Callable[[Sequence[pulsar.Message]], Awaitable[None]]
 #: Subscribes on a fresh client: the consumer to receive from, and the batch handler.
 Subscribe = Callable[[pulsar.asyncio.Client], Awaitable[tuple[pulsar.asyncio.Consumer, Handler]]]
+
+
+def initial_position(subscribe_from: str) -> pulsar.InitialPosition:
+    """Where a new subscription starts: "earliest" (the topic's retained start) or "latest"."""
+    return pulsar.InitialPosition.Earliest if subscribe_from == "earliest" else pulsar.InitialPosition.Latest
 
 
 def pulsar_client(url: str) -> pulsar.asyncio.Client:

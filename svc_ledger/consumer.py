@@ -29,7 +29,7 @@ import pulsar.asyncio
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from parley_core.consuming import Batches, Handler
+from parley_core.consuming import Batches, Handler, initial_position
 from parley_core.events import USAGE, topic_url
 from svc_ledger.accounts import Accounts
 from svc_ledger.billing import PoisonEventError, Priced, price_event
@@ -108,11 +108,7 @@ class UsageConsumer:
             topic_url(USAGE),
             self._settings.subscription,
             consumer_type=pulsar.ConsumerType.KeyShared,
-            initial_position=(
-                pulsar.InitialPosition.Earliest
-                if self._settings.subscribe_from == "earliest"
-                else pulsar.InitialPosition.Latest
-            ),
+            initial_position=initial_position(self._settings.subscribe_from),
             receiver_queue_size=self._settings.batch_size * 2,
             negative_ack_redelivery_delay_ms=int(self._settings.retry_base_s * 1000),
             dead_letter_policy=pulsar.ConsumerDeadLetterPolicy(

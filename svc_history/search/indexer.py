@@ -37,7 +37,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from parley.events.v1 import events_pb2
-from parley_core.consuming import Batches, Handler
+from parley_core.consuming import Batches, Handler, initial_position
 from parley_core.events import CONVERSATION_DELETED, MESSAGE_CREATED, USER_DELETED, topic_url
 from parley_core.wire import from_timestamp, parse_name
 from svc_history.search.documents import IndexedMessage
@@ -204,11 +204,7 @@ class SearchIndexer:
             [topic_url(topic) for topic in TOPICS],
             self._search.subscription,
             consumer_type=pulsar.ConsumerType.Shared,
-            initial_position=(
-                pulsar.InitialPosition.Earliest
-                if self._search.subscribe_from == "earliest"
-                else pulsar.InitialPosition.Latest
-            ),
+            initial_position=initial_position(self._search.subscribe_from),
             receiver_queue_size=self._search.batch_size * 2,
         )
         dead_letters = await client.create_producer(topic_url(DEAD_LETTER))
