@@ -9,48 +9,23 @@ import asyncio
 import json
 import secrets
 import time
-import uuid
 from typing import Any
 
-import grpc
 import pytest
 
-from parley.session.v1 import session_pb2
-from parley_core.stubs import session_stub
 from parley_stack.testing import LocalStack
-from tests.integration.router.test_chat_cli import Partner, run_chat
-from tests.integration.session.helpers import register_verified
+from tests.integration.router.test_chat_cli import Partner, new_partner, run_chat
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
-def edge(local_stack: LocalStack) -> str:
-    # svc_router needs svc_history, which the stack runs with its search indexer.
-    local_stack.ensure("envoy", "svc_router")
-    host, port = local_stack.endpoint("envoy", "public")
-    return f"{host}:{port}"
-
-
-@pytest.fixture(scope="module")
 async def partner(edge: str, local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Partner:
     """A verified account with an API key that may chat and read its history (search)."""
-    email = f"cli-search-{secrets.token_hex(5)}@parley.test"
-    async with grpc.aio.insecure_channel(edge) as channel:
-        stub = session_stub(channel)
-        registered = await register_verified(stub, local_stack.config.data_dir("mailbox"), email)
-        created = await stub.CreateApiKey(
-            session_pb2.CreateApiKeyRequest(
-                parent="users/me",
-                api_key=session_pb2.ApiKey(
-                    display_name="parley chat search", scopes=["chat", "history.read"]
-                ),
-                request_id=str(uuid.uuid4()),
-            ),
-            metadata=(("authorization", f"Bearer {registered.credentials.access_token}"),),
-            timeout=10,
-        )
-    return Partner(edge, email, created.key, tmp_path_factory.mktemp("config"))
+    made, _user_id = await new_partner(
+        edge, local_stack, tmp_path_factory.mktemp("config"), scopes=("chat", "history.read")
+    )
+    return made
 
 
 async def search_until_found(partner: Partner, word: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:

@@ -39,13 +39,6 @@ pytestmark = pytest.mark.integration
 Metadata = tuple[tuple[str, str], ...]
 
 
-@pytest.fixture(scope="module")
-def edge(local_stack: LocalStack) -> str:
-    local_stack.ensure("envoy")
-    host, port = local_stack.endpoint("envoy", "public")
-    return f"{host}:{port}"
-
-
 async def _person(edge: str, stack: LocalStack) -> tuple[str, Metadata]:
     """A verified account made through the edge: its user id and its call metadata."""
     async with grpc.aio.insecure_channel(edge) as channel:

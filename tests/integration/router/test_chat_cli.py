@@ -54,20 +54,15 @@ class Partner:
 
 
 @pytest.fixture(scope="module")
-def edge(local_stack: LocalStack) -> str:
-    local_stack.ensure("envoy", "svc_router")
-    host, port = local_stack.endpoint("envoy", "public")
-    return f"{host}:{port}"
-
-
-@pytest.fixture(scope="module")
 async def partner(edge: str, local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Partner:
     made, _user_id = await new_partner(edge, local_stack, tmp_path_factory.mktemp("config"))
     return made
 
 
-async def new_partner(edge: str, local_stack: LocalStack, config_home: Path) -> tuple[Partner, str]:
-    """A new account with a chat key, and its user id."""
+async def new_partner(
+    edge: str, local_stack: LocalStack, config_home: Path, scopes: tuple[str, ...] = ("chat",)
+) -> tuple[Partner, str]:
+    """A new account with an API key of these scopes, and its user id."""
     email = f"chat-cli-{secrets.token_hex(5)}@parley.test"
     async with grpc.aio.insecure_channel(edge) as channel:
         stub = session_stub(channel)
@@ -75,7 +70,7 @@ async def new_partner(edge: str, local_stack: LocalStack, config_home: Path) -> 
         created = await stub.CreateApiKey(
             session_pb2.CreateApiKeyRequest(
                 parent="users/me",
-                api_key=session_pb2.ApiKey(display_name="parley chat tests", scopes=["chat"]),
+                api_key=session_pb2.ApiKey(display_name="parley chat tests", scopes=list(scopes)),
                 request_id=str(uuid.uuid4()),
             ),
             metadata=(("authorization", f"Bearer {registered.credentials.access_token}"),),

@@ -18,7 +18,6 @@ from tritonclient.utils import InferenceServerException
 
 from parley_core.catalog import CatalogModel, TritonTokenizer, load_catalog
 from parley_stack.servers.triton import MODEL_REPOSITORY
-from parley_stack.testing import LocalStack
 from svc_router.backends._base import ChatMessage
 from svc_router.tokens import CatalogTokenCounter, TokenCountError, TritonTokenCounter
 
@@ -53,22 +52,6 @@ CONVERSATIONS = {
         ChatMessage("user", "{{ messages }} {% if x %}"),
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def triton_grpc(local_stack: LocalStack) -> str:
-    local_stack.ensure("triton")
-    host, port = local_stack.endpoint("triton", "grpc")
-    return f"{host}:{port}"
-
-
-@pytest.fixture
-async def triton(triton_grpc: str) -> AsyncIterator[InferenceServerClient]:
-    client = InferenceServerClient(triton_grpc)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def _text_input(name: str, value: str) -> InferInput:

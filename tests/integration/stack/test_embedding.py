@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,6 @@ import pytest
 from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 
-from parley_stack.testing import LocalStack
-
 pytestmark = pytest.mark.integration
 
 MODEL = "minilm-l6"
@@ -28,22 +25,6 @@ DIMENSIONS = 384
 REFERENCE = Path(__file__).parent / "data" / "minilm_int8_reference.json"
 
 Vectors = npt.NDArray[np.float32]
-
-
-@pytest.fixture(scope="module")
-def triton_grpc(local_stack: LocalStack) -> str:
-    local_stack.ensure("triton")
-    host, port = local_stack.endpoint("triton", "grpc")
-    return f"{host}:{port}"
-
-
-@pytest.fixture
-async def triton(triton_grpc: str) -> AsyncIterator[InferenceServerClient]:
-    client = InferenceServerClient(triton_grpc)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def _embed(client: InferenceServerClient, texts: list[str]) -> Vectors:

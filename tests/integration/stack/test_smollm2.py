@@ -43,22 +43,6 @@ STORY = [{"role": "user", "content": "Write a very long story about a lighthouse
 
 
 @pytest.fixture(scope="module")
-def triton_grpc(local_stack: LocalStack) -> str:
-    local_stack.ensure("triton")
-    host, port = local_stack.endpoint("triton", "grpc")
-    return f"{host}:{port}"
-
-
-@pytest.fixture
-async def triton(triton_grpc: str) -> AsyncIterator[InferenceServerClient]:
-    client = InferenceServerClient(triton_grpc)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture(scope="module")
 def llama_url(local_stack: LocalStack) -> str:
     local_stack.ensure("llama")
     host, port = local_stack.endpoint("llama", "http")

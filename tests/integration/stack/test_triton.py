@@ -23,21 +23,9 @@ pytestmark = pytest.mark.integration
 MODEL = "parley-tiny"
 
 
-@pytest.fixture(scope="module")
-def triton_grpc(local_stack: LocalStack) -> str:
-    """host:port of the stack's Triton gRPC endpoint."""
-    local_stack.ensure("triton")
-    host, port = local_stack.endpoint("triton", "grpc")
-    return f"{host}:{port}"
-
-
 @pytest.fixture
-async def client(triton_grpc: str) -> AsyncIterator[InferenceServerClient]:
-    triton = InferenceServerClient(triton_grpc)
-    try:
-        yield triton
-    finally:
-        await triton.close()
+def client(triton: InferenceServerClient) -> InferenceServerClient:
+    return triton
 
 
 def _request(prompt: str, max_tokens: int, request_id: str = "") -> dict[str, object]:
