@@ -11,6 +11,7 @@ BOOTSTRAP  := $(STATE)/bootstrap
 UV_VERSION := 0.13.8
 UV         := $(BOOTSTRAP)/bin/uv
 BIN        := $(VENV)/bin
+WEB        := $(CURDIR)/web
 export UV_CACHE_DIR := $(STATE)/cache/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Generators (betterproto2) call ruff from PATH.
@@ -18,7 +19,7 @@ export PATH := $(BIN):$(PATH)
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv up down status test test-unit test-integration lint format gen check-gen breaking ci clean
+.PHONY: help venv web-deps up down status test test-unit test-integration lint format gen check-gen breaking ci clean
 
 help:
 	@echo "make up      install what is missing and run the whole platform"
@@ -61,24 +62,34 @@ test-integration: venv
 	$(BIN)/parley install
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-lint: venv
+lint: venv web-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/buf lint
+	cd $(WEB) && npx tsc --noEmit
 
 format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-gen: venv
+# The web app's packages (and protoc-gen-es, which `make gen` runs), from its lock file.
+$(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund --cache $(STATE)/cache/npm
+	touch $@
+
+web-deps: $(WEB)/node_modules/.installed
+
+gen: venv web-deps
 	$(BIN)/buf generate
 
-# Regenerate and fail when the committed gen/ differs from what the contracts produce.
+# Regenerate and fail when the committed gen/ (and the web app's web/src/gen) differs from
+# what the contracts produce.
 check-gen: gen
-	@git add --intent-to-add gen >/dev/null 2>&1 || true
-	@if ! git diff --quiet -- gen; then \
-	  echo "gen/ is stale: run 'make gen' and commit the result"; git diff --stat -- gen; exit 1; \
+	@git add --intent-to-add gen web/src/gen >/dev/null 2>&1 || true
+	@if ! git diff --quiet -- gen web/src/gen; then \
+	  echo "generated code is stale: run 'make gen' and commit the result"; \
+	  git diff --stat -- gen web/src/gen; exit 1; \
 	fi
 
 # Wire and JSON compatibility against the previous commit (nothing to compare on the first).

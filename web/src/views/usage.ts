@@ -1,0 +1,5 @@
+import { html, type TemplateResult } from "lit-html";
+
+export function usageView(): TemplateResult {
+  return html`<h1>usage</h1>`;
+}
