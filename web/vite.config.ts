@@ -3,7 +3,14 @@
 // script and style is a file under /assets/, which the policy's 'self' allows.
 import { defineConfig } from "vite";
 
+// `npm run dev` serves the app with hot reload and passes the API calls to a running edge
+// (PARLEY_EDGE, default the local stack's Envoy) so the page keeps one origin.
+const edge = process.env.PARLEY_EDGE ?? "http://127.0.0.1:20000";
+
 export default defineConfig({
+  server: {
+    proxy: { "^/parley\\.": { target: edge } },
+  },
   build: {
     outDir: "dist",
     emptyOutDir: true,
