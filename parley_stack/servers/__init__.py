@@ -31,6 +31,7 @@ TOOLS: dict[str, str] = {
     "kubectl": "parley_stack.servers.tools:KubectlTool",
     "ghz": "parley_stack.servers.tools:GhzTool",
     "grpcurl": "parley_stack.servers.tools:GrpcurlTool",
+    "chromium": "parley_stack.servers.tools:ChromiumTool",
 }
 
 
