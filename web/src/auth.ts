@@ -1,7 +1,7 @@
 // Who is signed in, and their tokens. The access token lives in memory and in localStorage
 // with its refresh token, so a reload (or a second tab) stays signed in; tokens are
 // refreshed a little before they expire, one refresh at a time across every tab (a refresh
-// token is single-use). docs/adr/0017-web-app.md says why localStorage is acceptable here.
+// token is single-use). docs/adr/0018-web-app.md says why localStorage is acceptable here.
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Credentials, User } from "./gen/parley/session/v1/session_pb.js";
 import { Role } from "./gen/parley/session/v1/session_pb.js";

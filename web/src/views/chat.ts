@@ -207,9 +207,10 @@ async function follow(current: Live, events: AsyncIterable<{ event?: TurnEvent }
     }
   } catch (error) {
     if (current.abort.signal.aborted) return;
-    sendError = describe(error);
+    // A saved turn whose events are gone (long finished) has nothing left to show.
+    if (!(isCode(error, Code.NotFound) && current.sequence === 0)) sendError = describe(error);
   }
-  finish(current);
+  await finish(current);
 }
 
 function apply(current: Live, event: TurnEvent): void {
@@ -244,11 +245,13 @@ function apply(current: Live, event: TurnEvent): void {
   }
 }
 
-function finish(current: Live): void {
+/** The turn ended (or its stream did): the stored messages replace the streamed text. */
+async function finish(current: Live): Promise<void> {
   const id = lastId(current.conversation);
   if (current.done && id) window.localStorage.removeItem(liveKey(id));
+  // The streamed text stays on screen until the stored messages have been read.
+  if (id && shownId === id) await load(id);
   if (live === current) live = null;
-  if (id && shownId === id) void load(id);
   refreshConversations();
   invalidate();
 }
