@@ -92,6 +92,8 @@ class TurnRequest:
     model: str
     idempotency_key: str
     regenerate: bool
+    #: The user message has no parent: the conversation starts over (an edit of its first).
+    branch_from_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -414,7 +416,7 @@ class TurnEngine:
         # message reads it while its message is being stored (the time to first token
         # pays for one of the two); an edit or a regeneration reads it afterwards.
         earlier: asyncio.Task[list[PathMessage]] | None = None
-        if new_conversation:
+        if new_conversation or request.branch_from_start:
             earlier = asyncio.create_task(_nothing())
         elif not request.regenerate and not request.parent_message:
             earlier = asyncio.create_task(self._history.active_path(caller.token, conversation.name))
@@ -452,8 +454,9 @@ class TurnEngine:
             caller.token,
             conversation.name,
             name=name.message(time_ordered_id()),
-            # No parent: the message follows the conversation's active message.
-            parent=request.parent_message or conversation.active_message,
+            # No parent given: the message follows the conversation's active message, unless
+            # it starts the conversation over.
+            parent="" if request.branch_from_start else request.parent_message or conversation.active_message,
             author="user",
             text=request.text,
             request_id=derived_id("user-message", caller.principal.user_id, send),

@@ -93,6 +93,17 @@ def _turn_request(wanted: pb.TurnInput, message_chars: int) -> TurnRequest:
         violations.append(FieldViolation("input.text", "must not be empty"))
     elif len(wanted.text) > message_chars:
         violations.append(FieldViolation("input.text", f"must be at most {message_chars} characters"))
+    if wanted.branch_from_start:
+        if not wanted.conversation:
+            violations.append(
+                FieldViolation("input.conversation", "is required when branch_from_start is set")
+            )
+        if wanted.parent_message:
+            violations.append(
+                FieldViolation("input.parent_message", "must be empty when branch_from_start is set")
+            )
+        if wanted.regenerate:
+            violations.append(FieldViolation("input.regenerate", "cannot be set with branch_from_start"))
     if wanted.parent_message:
         if not wanted.conversation:
             violations.append(FieldViolation("input.parent_message", "needs input.conversation"))
@@ -118,6 +129,7 @@ def _turn_request(wanted: pb.TurnInput, message_chars: int) -> TurnRequest:
         model=wanted.model,
         idempotency_key=wanted.idempotency_key,
         regenerate=wanted.regenerate,
+        branch_from_start=wanted.branch_from_start,
     )
 
 

@@ -138,6 +138,16 @@ async def test_an_oversized_message_is_invalid_and_writes_nothing(
         ),
         (pb.TurnInput(text="hi", conversation="conversations/1"), "input.conversation"),
         (pb.TurnInput(regenerate=True, text="hi"), "input.text"),
+        (pb.TurnInput(text="hi", branch_from_start=True), "input.conversation"),
+        (
+            pb.TurnInput(
+                text="hi",
+                conversation="users/u/conversations/c",
+                parent_message="users/u/conversations/c/messages/m",
+                branch_from_start=True,
+            ),
+            "input.parent_message",
+        ),
     ],
 )
 async def test_malformed_input_is_invalid_with_the_field_named(

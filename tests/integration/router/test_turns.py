@@ -130,6 +130,22 @@ async def test_an_edit_branches_from_an_earlier_message_and_the_model_reads_that
     ]
 
 
+async def test_an_edit_of_the_first_message_starts_the_conversation_over_beside_it(
+    chat: ChatServiceAsyncStub, history: HistoryServiceAsyncStub, alice: Person
+) -> None:
+    first = await send(chat, alice, "I live in Paris.")
+    await send(chat, alice, "I like rain.", first.conversation)
+
+    edited = await send(chat, alice, "I live in Rome.", first.conversation, branch_from_start=True)
+
+    # The model read the new first message alone, nothing of the branch it replaces.
+    assert edited.text == "you said: I live in Rome."
+    path = await _path(history, alice, first.conversation)
+    assert [m.text for m in path] == ["I live in Rome.", "you said: I live in Rome."]
+    assert path[0].parent_message == ""
+    assert (path[0].sibling_count, path[0].sibling_index) == (2, 1)
+
+
 async def test_coalescing_sends_fewer_deltas_with_the_same_text_and_contiguous_sequences(
     start_router: Callable[..., Any], alice: Person
 ) -> None:

@@ -59,6 +59,9 @@ let sharing = false;
 let focusMessage: string | null = null;
 let generation = 0;
 
+/** Live.after for an edit of the first message: nothing of the path stays above it. */
+const START = "(start)";
+
 const liveKey = (conversationId: string) => `parley.turn.${conversationId}`;
 
 async function loadModels(): Promise<void> {
@@ -158,6 +161,8 @@ interface TurnRequest {
   text: string;
   parent: string;
   regenerate: boolean;
+  /** An edit of the first message: the new one has no parent. */
+  fromStart?: boolean;
 }
 
 async function startTurn(request: TurnRequest): Promise<void> {
@@ -171,9 +176,9 @@ async function startTurn(request: TurnRequest): Promise<void> {
     userMessage: request.regenerate ? request.parent : "",
     assistantMessage: "",
     question: request.regenerate ? "" : request.text,
-    // An edit shows the path up to the edited message's parent; a regeneration up to the
-    // question it answers again; a new message the whole path.
-    after: request.parent,
+    // An edit shows the path up to the edited message's parent (none for the first
+    // message); a regeneration up to the question it answers again; a new message all of it.
+    after: request.fromStart ? START : request.parent,
     text: "",
     done: false,
     abort,
@@ -188,6 +193,7 @@ async function startTurn(request: TurnRequest): Promise<void> {
         parentMessage: request.parent,
         model: chosenModel,
         regenerate: request.regenerate,
+        branchFromStart: request.fromStart ?? false,
         idempotencyKey: newId(),
       },
     },
@@ -323,7 +329,7 @@ function saveEdit(event: Event, message: Message): void {
   const box = (event.currentTarget as HTMLFormElement).elements.namedItem("edited") as HTMLTextAreaElement;
   const text = box.value.trim();
   if (!text || live) return;
-  void startTurn({ text, parent: message.parentMessage, regenerate: false });
+  void startTurn({ text, parent: message.parentMessage, regenerate: false, fromStart: !message.parentMessage });
 }
 
 // Rendering --------------------------------------------------------------------------------
@@ -369,9 +375,7 @@ function messageView(message: Message): TemplateResult {
     <div class="message-meta">
       ${branchArrows(message)} ${state}
       ${mine
-        ? message.parentMessage
-          ? html`<button type="button" class="quiet" ?disabled=${!!live} @click=${() => ((editing = message.name), invalidate())}>Edit</button>`
-          : nothing
+        ? html`<button type="button" class="quiet" ?disabled=${!!live} @click=${() => ((editing = message.name), invalidate())}>Edit</button>`
         : html`<button type="button" class="quiet" ?disabled=${!!live}
             @click=${() => startTurn({ text: "", parent: message.parentMessage, regenerate: true })}>Regenerate</button>`}
     </div>
@@ -395,6 +399,7 @@ function liveView(current: Live): TemplateResult[] {
 
 /** The messages shown: the active path, cut where a running turn branches off. */
 function shownPath(): Message[] {
+  if (live?.after === START) return [];
   if (!live?.after) return path;
   const index = path.findIndex((message) => message.name === live!.after);
   return index >= 0 ? path.slice(0, index + 1) : path;

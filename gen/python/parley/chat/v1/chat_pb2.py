@@ -26,51 +26,51 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from parley.common.v1 import common_pb2 as parley_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dparley/common/v1/common.proto\"\xc9\x01\n\tTurnInput\x12\"\n\x0c\x63onversation\x18\x01 \x01(\tR\x0c\x63onversation\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\x12%\n\x0eparent_message\x18\x03 \x01(\tR\rparentMessage\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\x12\'\n\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12\x1e\n\nregenerate\x18\x06 \x01(\x08R\nregenerate\"\xcf\x01\n\x0bTurnStarted\x12\x12\n\x04turn\x18\x01 \x01(\tR\x04turn\x12!\n\x0cuser_message\x18\x02 \x01(\tR\x0buserMessage\x12+\n\x11\x61ssistant_message\x18\x03 \x01(\tR\x10\x61ssistantMessage\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\x12\x46\n\x0f\x62udget_warnings\x18\x05 \x03(\x0b\x32\x1d.parley.chat.v1.BudgetWarningR\x0e\x62udgetWarnings\"\x96\x01\n\rBudgetWarning\x12\x16\n\x06\x62udget\x18\x01 \x01(\tR\x06\x62udget\x12\x36\n\nsoft_limit\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\tsoftLimit\x12\x35\n\tcommitted\x18\x03 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\tcommitted\"\x1f\n\tTextDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\x8c\x02\n\rTurnCompleted\x12\x41\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.parley.chat.v1.FinishReasonR\x0c\x66inishReason\x12\x32\n\x05usage\x18\x02 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12<\n\rcost_estimate\x18\x03 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x0c\x63ostEstimate\x12#\n\rerror_message\x18\x04 \x01(\tR\x0c\x65rrorMessage\x12!\n\x0c\x65rror_reason\x18\x05 \x01(\tR\x0b\x65rrorReason\"\xa9\x02\n\tTurnEvent\x12\x12\n\x04turn\x18\x01 \x01(\tR\x04turn\x12\x1a\n\x08sequence\x18\x02 \x01(\x03R\x08sequence\x12\x39\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x37\n\x07started\x18\x04 \x01(\x0b\x32\x1b.parley.chat.v1.TurnStartedH\x00R\x07started\x12\x31\n\x05\x64\x65lta\x18\x05 \x01(\x0b\x32\x19.parley.chat.v1.TextDeltaH\x00R\x05\x64\x65lta\x12=\n\tcompleted\x18\x06 \x01(\x0b\x32\x1d.parley.chat.v1.TurnCompletedH\x00R\tcompletedB\x06\n\x04kind\"\xaa\x01\n\x0b\x43hatRequest\x12\x31\n\x05start\x18\x01 \x01(\x0b\x32\x19.parley.chat.v1.TurnInputH\x00R\x05start\x12!\n\x0b\x63\x61ncel_turn\x18\x02 \x01(\tH\x00R\ncancelTurn\x12;\n\x06resume\x18\x03 \x01(\x0b\x32!.parley.chat.v1.ResumeTurnRequestH\x00R\x06resumeB\x08\n\x06\x61\x63tion\"?\n\x0c\x43hatResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.parley.chat.v1.TurnEventR\x05\x65vent\"D\n\x11StreamTurnRequest\x12/\n\x05input\x18\x01 \x01(\x0b\x32\x19.parley.chat.v1.TurnInputR\x05input\"E\n\x12StreamTurnResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.parley.chat.v1.TurnEventR\x05\x65vent\"\'\n\x11\x43\x61ncelTurnRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"2\n\x12\x43\x61ncelTurnResponse\x12\x1c\n\tcancelled\x18\x01 \x01(\x08R\tcancelled\"N\n\x11ResumeTurnRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12%\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03R\rafterSequence\"E\n\x12ResumeTurnResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.parley.chat.v1.TurnEventR\x05\x65vent\"\xa2\x03\n\x05Model\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12!\n\x0c\x64isplay_name\x18\x02 \x01(\tR\x0b\x64isplayName\x12%\n\x0e\x63ontext_window\x18\x03 \x01(\x03R\rcontextWindow\x12*\n\x11max_output_tokens\x18\x04 \x01(\x03R\x0fmaxOutputTokens\x12N\n\x17input_price_per_million\x18\x05 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x14inputPricePerMillion\x12P\n\x18output_price_per_million\x18\x06 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x15outputPricePerMillion\x12\"\n\x0c\x63\x61pabilities\x18\x07 \x03(\tR\x0c\x63\x61pabilities\x12\x14\n\x05tiers\x18\x08 \x03(\tR\x05tiers\x12\x33\n\x06health\x18\t \x01(\x0e\x32\x1b.parley.chat.v1.ModelHealthR\x06health\"O\n\x11ListModelsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"k\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x15.parley.chat.v1.ModelR\x06models\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x99\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x1c\n\x18\x46INISH_REASON_MAX_TOKENS\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04*|\n\x0bModelHealth\x12\x1c\n\x18MODEL_HEALTH_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_HEALTH_READY\x10\x01\x12\x19\n\x15MODEL_HEALTH_DEGRADED\x10\x02\x12\x1c\n\x18MODEL_HEALTH_UNAVAILABLE\x10\x03\x32\xac\x03\n\x0b\x43hatService\x12\x45\n\x04\x43hat\x12\x1b.parley.chat.v1.ChatRequest\x1a\x1c.parley.chat.v1.ChatResponse(\x01\x30\x01\x12U\n\nStreamTurn\x12!.parley.chat.v1.StreamTurnRequest\x1a\".parley.chat.v1.StreamTurnResponse0\x01\x12S\n\nCancelTurn\x12!.parley.chat.v1.CancelTurnRequest\x1a\".parley.chat.v1.CancelTurnResponse\x12U\n\nResumeTurn\x12!.parley.chat.v1.ResumeTurnRequest\x1a\".parley.chat.v1.ResumeTurnResponse0\x01\x12S\n\nListModels\x12!.parley.chat.v1.ListModelsRequest\x1a\".parley.chat.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19parley/chat/v1/chat.proto\x12\x0eparley.chat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dparley/common/v1/common.proto\"\xf5\x01\n\tTurnInput\x12\"\n\x0c\x63onversation\x18\x01 \x01(\tR\x0c\x63onversation\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\x12%\n\x0eparent_message\x18\x03 \x01(\tR\rparentMessage\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\x12\'\n\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12\x1e\n\nregenerate\x18\x06 \x01(\x08R\nregenerate\x12*\n\x11\x62ranch_from_start\x18\x07 \x01(\x08R\x0f\x62ranchFromStart\"\xcf\x01\n\x0bTurnStarted\x12\x12\n\x04turn\x18\x01 \x01(\tR\x04turn\x12!\n\x0cuser_message\x18\x02 \x01(\tR\x0buserMessage\x12+\n\x11\x61ssistant_message\x18\x03 \x01(\tR\x10\x61ssistantMessage\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\x12\x46\n\x0f\x62udget_warnings\x18\x05 \x03(\x0b\x32\x1d.parley.chat.v1.BudgetWarningR\x0e\x62udgetWarnings\"\x96\x01\n\rBudgetWarning\x12\x16\n\x06\x62udget\x18\x01 \x01(\tR\x06\x62udget\x12\x36\n\nsoft_limit\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\tsoftLimit\x12\x35\n\tcommitted\x18\x03 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\tcommitted\"\x1f\n\tTextDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\x8c\x02\n\rTurnCompleted\x12\x41\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.parley.chat.v1.FinishReasonR\x0c\x66inishReason\x12\x32\n\x05usage\x18\x02 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12<\n\rcost_estimate\x18\x03 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x0c\x63ostEstimate\x12#\n\rerror_message\x18\x04 \x01(\tR\x0c\x65rrorMessage\x12!\n\x0c\x65rror_reason\x18\x05 \x01(\tR\x0b\x65rrorReason\"\xa9\x02\n\tTurnEvent\x12\x12\n\x04turn\x18\x01 \x01(\tR\x04turn\x12\x1a\n\x08sequence\x18\x02 \x01(\x03R\x08sequence\x12\x39\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\teventTime\x12\x37\n\x07started\x18\x04 \x01(\x0b\x32\x1b.parley.chat.v1.TurnStartedH\x00R\x07started\x12\x31\n\x05\x64\x65lta\x18\x05 \x01(\x0b\x32\x19.parley.chat.v1.TextDeltaH\x00R\x05\x64\x65lta\x12=\n\tcompleted\x18\x06 \x01(\x0b\x32\x1d.parley.chat.v1.TurnCompletedH\x00R\tcompletedB\x06\n\x04kind\"\xaa\x01\n\x0b\x43hatRequest\x12\x31\n\x05start\x18\x01 \x01(\x0b\x32\x19.parley.chat.v1.TurnInputH\x00R\x05start\x12!\n\x0b\x63\x61ncel_turn\x18\x02 \x01(\tH\x00R\ncancelTurn\x12;\n\x06resume\x18\x03 \x01(\x0b\x32!.parley.chat.v1.ResumeTurnRequestH\x00R\x06resumeB\x08\n\x06\x61\x63tion\"?\n\x0c\x43hatResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.parley.chat.v1.TurnEventR\x05\x65vent\"D\n\x11StreamTurnRequest\x12/\n\x05input\x18\x01 \x01(\x0b\x32\x19.parley.chat.v1.TurnInputR\x05input\"E\n\x12StreamTurnResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.parley.chat.v1.TurnEventR\x05\x65vent\"\'\n\x11\x43\x61ncelTurnRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"2\n\x12\x43\x61ncelTurnResponse\x12\x1c\n\tcancelled\x18\x01 \x01(\x08R\tcancelled\"N\n\x11ResumeTurnRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12%\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03R\rafterSequence\"E\n\x12ResumeTurnResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.parley.chat.v1.TurnEventR\x05\x65vent\"\xa2\x03\n\x05Model\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12!\n\x0c\x64isplay_name\x18\x02 \x01(\tR\x0b\x64isplayName\x12%\n\x0e\x63ontext_window\x18\x03 \x01(\x03R\rcontextWindow\x12*\n\x11max_output_tokens\x18\x04 \x01(\x03R\x0fmaxOutputTokens\x12N\n\x17input_price_per_million\x18\x05 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x14inputPricePerMillion\x12P\n\x18output_price_per_million\x18\x06 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x15outputPricePerMillion\x12\"\n\x0c\x63\x61pabilities\x18\x07 \x03(\tR\x0c\x63\x61pabilities\x12\x14\n\x05tiers\x18\x08 \x03(\tR\x05tiers\x12\x33\n\x06health\x18\t \x01(\x0e\x32\x1b.parley.chat.v1.ModelHealthR\x06health\"O\n\x11ListModelsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"k\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x15.parley.chat.v1.ModelR\x06models\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x99\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x1c\n\x18\x46INISH_REASON_MAX_TOKENS\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04*|\n\x0bModelHealth\x12\x1c\n\x18MODEL_HEALTH_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_HEALTH_READY\x10\x01\x12\x19\n\x15MODEL_HEALTH_DEGRADED\x10\x02\x12\x1c\n\x18MODEL_HEALTH_UNAVAILABLE\x10\x03\x32\xac\x03\n\x0b\x43hatService\x12\x45\n\x04\x43hat\x12\x1b.parley.chat.v1.ChatRequest\x1a\x1c.parley.chat.v1.ChatResponse(\x01\x30\x01\x12U\n\nStreamTurn\x12!.parley.chat.v1.StreamTurnRequest\x1a\".parley.chat.v1.StreamTurnResponse0\x01\x12S\n\nCancelTurn\x12!.parley.chat.v1.CancelTurnRequest\x1a\".parley.chat.v1.CancelTurnResponse\x12U\n\nResumeTurn\x12!.parley.chat.v1.ResumeTurnRequest\x1a\".parley.chat.v1.ResumeTurnResponse0\x01\x12S\n\nListModels\x12!.parley.chat.v1.ListModelsRequest\x1a\".parley.chat.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.chat.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=2515
-  _globals['_FINISHREASON']._serialized_end=2668
-  _globals['_MODELHEALTH']._serialized_start=2670
-  _globals['_MODELHEALTH']._serialized_end=2794
+  _globals['_FINISHREASON']._serialized_start=2559
+  _globals['_FINISHREASON']._serialized_end=2712
+  _globals['_MODELHEALTH']._serialized_start=2714
+  _globals['_MODELHEALTH']._serialized_end=2838
   _globals['_TURNINPUT']._serialized_start=110
-  _globals['_TURNINPUT']._serialized_end=311
-  _globals['_TURNSTARTED']._serialized_start=314
-  _globals['_TURNSTARTED']._serialized_end=521
-  _globals['_BUDGETWARNING']._serialized_start=524
-  _globals['_BUDGETWARNING']._serialized_end=674
-  _globals['_TEXTDELTA']._serialized_start=676
-  _globals['_TEXTDELTA']._serialized_end=707
-  _globals['_TURNCOMPLETED']._serialized_start=710
-  _globals['_TURNCOMPLETED']._serialized_end=978
-  _globals['_TURNEVENT']._serialized_start=981
-  _globals['_TURNEVENT']._serialized_end=1278
-  _globals['_CHATREQUEST']._serialized_start=1281
-  _globals['_CHATREQUEST']._serialized_end=1451
-  _globals['_CHATRESPONSE']._serialized_start=1453
-  _globals['_CHATRESPONSE']._serialized_end=1516
-  _globals['_STREAMTURNREQUEST']._serialized_start=1518
-  _globals['_STREAMTURNREQUEST']._serialized_end=1586
-  _globals['_STREAMTURNRESPONSE']._serialized_start=1588
-  _globals['_STREAMTURNRESPONSE']._serialized_end=1657
-  _globals['_CANCELTURNREQUEST']._serialized_start=1659
-  _globals['_CANCELTURNREQUEST']._serialized_end=1698
-  _globals['_CANCELTURNRESPONSE']._serialized_start=1700
-  _globals['_CANCELTURNRESPONSE']._serialized_end=1750
-  _globals['_RESUMETURNREQUEST']._serialized_start=1752
-  _globals['_RESUMETURNREQUEST']._serialized_end=1830
-  _globals['_RESUMETURNRESPONSE']._serialized_start=1832
-  _globals['_RESUMETURNRESPONSE']._serialized_end=1901
-  _globals['_MODEL']._serialized_start=1904
-  _globals['_MODEL']._serialized_end=2322
-  _globals['_LISTMODELSREQUEST']._serialized_start=2324
-  _globals['_LISTMODELSREQUEST']._serialized_end=2403
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2405
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2512
-  _globals['_CHATSERVICE']._serialized_start=2797
-  _globals['_CHATSERVICE']._serialized_end=3225
+  _globals['_TURNINPUT']._serialized_end=355
+  _globals['_TURNSTARTED']._serialized_start=358
+  _globals['_TURNSTARTED']._serialized_end=565
+  _globals['_BUDGETWARNING']._serialized_start=568
+  _globals['_BUDGETWARNING']._serialized_end=718
+  _globals['_TEXTDELTA']._serialized_start=720
+  _globals['_TEXTDELTA']._serialized_end=751
+  _globals['_TURNCOMPLETED']._serialized_start=754
+  _globals['_TURNCOMPLETED']._serialized_end=1022
+  _globals['_TURNEVENT']._serialized_start=1025
+  _globals['_TURNEVENT']._serialized_end=1322
+  _globals['_CHATREQUEST']._serialized_start=1325
+  _globals['_CHATREQUEST']._serialized_end=1495
+  _globals['_CHATRESPONSE']._serialized_start=1497
+  _globals['_CHATRESPONSE']._serialized_end=1560
+  _globals['_STREAMTURNREQUEST']._serialized_start=1562
+  _globals['_STREAMTURNREQUEST']._serialized_end=1630
+  _globals['_STREAMTURNRESPONSE']._serialized_start=1632
+  _globals['_STREAMTURNRESPONSE']._serialized_end=1701
+  _globals['_CANCELTURNREQUEST']._serialized_start=1703
+  _globals['_CANCELTURNREQUEST']._serialized_end=1742
+  _globals['_CANCELTURNRESPONSE']._serialized_start=1744
+  _globals['_CANCELTURNRESPONSE']._serialized_end=1794
+  _globals['_RESUMETURNREQUEST']._serialized_start=1796
+  _globals['_RESUMETURNREQUEST']._serialized_end=1874
+  _globals['_RESUMETURNRESPONSE']._serialized_start=1876
+  _globals['_RESUMETURNRESPONSE']._serialized_end=1945
+  _globals['_MODEL']._serialized_start=1948
+  _globals['_MODEL']._serialized_end=2366
+  _globals['_LISTMODELSREQUEST']._serialized_start=2368
+  _globals['_LISTMODELSREQUEST']._serialized_end=2447
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2449
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2556
+  _globals['_CHATSERVICE']._serialized_start=2841
+  _globals['_CHATSERVICE']._serialized_end=3269
 # @@protoc_insertion_point(module_scope)

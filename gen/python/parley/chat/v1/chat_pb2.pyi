@@ -33,20 +33,22 @@ MODEL_HEALTH_DEGRADED: ModelHealth
 MODEL_HEALTH_UNAVAILABLE: ModelHealth
 
 class TurnInput(_message.Message):
-    __slots__ = ("conversation", "text", "parent_message", "model", "idempotency_key", "regenerate")
+    __slots__ = ("conversation", "text", "parent_message", "model", "idempotency_key", "regenerate", "branch_from_start")
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     PARENT_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     REGENERATE_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FROM_START_FIELD_NUMBER: _ClassVar[int]
     conversation: str
     text: str
     parent_message: str
     model: str
     idempotency_key: str
     regenerate: bool
-    def __init__(self, conversation: _Optional[str] = ..., text: _Optional[str] = ..., parent_message: _Optional[str] = ..., model: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., regenerate: bool = ...) -> None: ...
+    branch_from_start: bool
+    def __init__(self, conversation: _Optional[str] = ..., text: _Optional[str] = ..., parent_message: _Optional[str] = ..., model: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., regenerate: bool = ..., branch_from_start: bool = ...) -> None: ...
 
 class TurnStarted(_message.Message):
     __slots__ = ("turn", "user_message", "assistant_message", "model", "budget_warnings")

@@ -559,6 +559,13 @@ class TurnInput(betterproto2.Message):
     Regenerate the answer to parent_message instead of sending new text; text must be empty.
     """
 
+    branch_from_start: "bool" = betterproto2.field(7, betterproto2.TYPE_BOOL)
+    """
+    Start the conversation over with this text: the new user message has no parent, a
+    sibling of the conversation's first message (an edit of the first message). Needs
+    conversation; parent_message must be empty and regenerate unset.
+    """
+
 
 default_message_pool.register_message("parley.chat.v1", "TurnInput", TurnInput)
 
