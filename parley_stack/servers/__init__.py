@@ -22,6 +22,7 @@ CATALOG: dict[str, str] = {
     "svc_history": "parley_stack.servers.services:HistoryService",
     "svc_router": "parley_stack.servers.services:RouterService",
     "svc_ledger": "parley_stack.servers.services:LedgerService",
+    "web": "parley_stack.servers.web:WebServer",
     "envoy": "parley_stack.servers.envoy:EnvoyServer",
 }
 
