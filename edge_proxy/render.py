@@ -62,6 +62,10 @@ class EdgeInputs:
     svc_ledger: Address
     #: svc_session's JWKS over plain HTTP (`/.well-known/jwks.json`), for jwt_authn.
     session_jwks: Address
+    #: svc_session's internal listener: Envoy's rate limit service (gRPC), never public.
+    rate_limit: Address
+    #: The web app's static files (web/dist) over plain HTTP/1.1.
+    web: Address
     #: The `iss` and `aud` an access token must carry (svc_session's settings).
     issuer: str = "https://parley.local/session"
     audience: str = "parley"
@@ -85,37 +89,126 @@ class EdgeInputs:
             raise ValueError(f"xff_num_trusted_hops must be an integer >= 0, got {hops!r}")
 
 
-#: Envoy's clusters, in the template's order.
+#: Envoy's clusters of the four services, in the template's order.
 CLUSTERS = ("svc_session", "svc_history", "svc_router", "svc_ledger")
+
+#: The largest request body (one gRPC message and its 5-byte frame header) the edge takes
+#: for a unary or server-streaming method. A message's text is at most 100,000 characters
+#: (400,000 bytes of UTF-8), so 1 MiB is generous; past it the edge answers
+#: RESOURCE_EXHAUSTED (REQUEST_TOO_LARGE) instead of buffering more.
+MAX_REQUEST_BYTES = 1024 * 1024
+
+#: The largest request headers, in KiB (Envoy's default is 60): a token and a browser's
+#: usual headers fit many times over.
+MAX_REQUEST_HEADERS_KB = 32
+
+#: What a page of the web app may load and do: its own scripts, styles, images, fonts and
+#: gRPC-Web calls (all same-origin through this edge), nothing inline, no frames, no plugins.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; manifest-src 'self'; form-action 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
+#: Set by the edge (overwriting the file server's) on every answer from the web cluster.
+WEB_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=()",
+}
+
+#: Cache-Control of the web app's files: the page is checked every time (it names the
+#: current bundles); the bundles under /assets/ carry a content hash in their names, so a
+#: name is never reused for other content.
+PAGE_CACHE = "no-cache"
+ASSET_CACHE = "public, max-age=31536000, immutable"
 
 
 #: What a call without a valid access token is told at the edge.
 UNAUTHENTICATED_MESSAGE = "a valid access token is required (authorization: Bearer ...)"
 
 
-def _unauthenticated_details() -> str:
-    """`grpc-status-details-bin` of the edge's refusal: a google.rpc.Status with one ErrorInfo,
-    as the services send (reason UNAUTHENTICATED, domain parley.dev), base64 without padding."""
+#: What a call refused by the edge's rate limit filter is told (RetryInfo cannot be static:
+#: the wait is in the `retry-after` header the rate limit service adds).
+RATE_LIMITED_MESSAGE = "too many requests; retry later (see retry-after)"
+
+#: What a request body over MAX_REQUEST_BYTES is told.
+TOO_LARGE_MESSAGE = f"the request is larger than the edge's limit of {MAX_REQUEST_BYTES} bytes"
+
+
+def _details(code: int, message: str, reason: str, domain: str, **metadata: str) -> str:
+    """`grpc-status-details-bin` of one of the edge's refusals: a google.rpc.Status with one
+    ErrorInfo, as the services send, marked `source: edge`; base64 without padding."""
     info = any_pb2.Any()
     info.Pack(
-        error_details_pb2.ErrorInfo(
-            reason="UNAUTHENTICATED", domain="parley.dev", metadata={"source": "edge"}
-        )
+        error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata={"source": "edge", **metadata})
     )
-    status = status_pb2.Status(code=16, message=UNAUTHENTICATED_MESSAGE, details=[info])
+    status = status_pb2.Status(code=code, message=message, details=[info])
     return base64.b64encode(status.SerializeToString()).decode().rstrip("=")
+
+
+def _unauthenticated_details() -> str:
+    """The refusal of jwt_authn: UNAUTHENTICATED, as a service's (domain parley.dev)."""
+    return _details(16, UNAUTHENTICATED_MESSAGE, "UNAUTHENTICATED", "parley.dev")
+
+
+def _rate_limited_details() -> str:
+    """The refusal of the rate limit filter: RATE_LIMITED in the limits' own domain, as
+    svc_session's (the bucket is the service's to name; the edge only knows it refused)."""
+    return _details(8, RATE_LIMITED_MESSAGE, "RATE_LIMITED", "session.parley.dev")
+
+
+def _too_large_details() -> str:
+    return _details(
+        8, TOO_LARGE_MESSAGE, "REQUEST_TOO_LARGE", "parley.dev", limit_bytes=str(MAX_REQUEST_BYTES)
+    )
 
 
 #: Reads are retried when the upstream answered UNAVAILABLE or could not be reached.
 _READ_RETRIES = 'retry_on: "unavailable,connect-failure,reset", num_retries: 2, per_try_timeout: 10s'
 
 
+#: The rate limit descriptor of each kind of bucket (svc_session/rls.py reads the keys):
+#: the access token as sent (the service verifies it and picks the user's or the API key's
+#: bucket), or the trusted client address (use_remote_address), never a header a client
+#: could write.
+RATE_LIMIT_ACTIONS = {
+    "token": "{request_headers: {header_name: authorization, descriptor_key: access_token}}",
+    "address": "{remote_address: {}}",
+}
+
+#: A bidirectional stream's body is never buffered: it is open for the whole conversation.
+_NO_BUFFER = (
+    "{envoy.filters.http.buffer: "
+    '{"@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, disabled: true}}'
+)
+
+
 def _route(path: str, route: Route) -> str:
     # Streams: no overall timeout, an idle timeout instead.
     timing = "timeout: 0s, idle_timeout: 300s" if route.stream else "timeout: 30s"
     retry = ", retry_policy: {" + _READ_RETRIES + "}" if route.read else ""
+    limits = f", rate_limits: [{{actions: [{RATE_LIMIT_ACTIONS[route.limit]}]}}]" if route.limit else ""
     match = f'              - match: {{path: "{path}"}}'
-    return f"{match}\n                route: {{cluster: {route.cluster}, {timing}{retry}}}"
+    lines = [match, f"                route: {{cluster: {route.cluster}, {timing}{retry}{limits}}}"]
+    if route.bidi:
+        lines.append(f"                typed_per_filter_config: {_NO_BUFFER}")
+    return "\n".join(lines)
+
+
+def _web_headers(cache_control: str, cache_action: str) -> str:
+    """response_headers_to_add of a web route: WEB_HEADERS (overwriting the file server's)
+    and cache_control, added as cache_action says."""
+    actions = {key: "OVERWRITE_IF_EXISTS_OR_ADD" for key in WEB_HEADERS}
+    headers = {**WEB_HEADERS, "cache-control": cache_control}
+    return "\n".join(
+        f'                - header: {{key: {key}, value: "{value}"}}\n'
+        f"                  append_action: {actions.get(key, cache_action)}"
+        for key, value in headers.items()
+    )
 
 
 def render(inputs: EdgeInputs) -> str:
@@ -128,6 +221,16 @@ def render(inputs: EdgeInputs) -> str:
         "xff_num_trusted_hops": inputs.xff_num_trusted_hops,
         "unauthenticated_message": UNAUTHENTICATED_MESSAGE,
         "unauthenticated_details": _unauthenticated_details(),
+        "rate_limited_message": RATE_LIMITED_MESSAGE,
+        "rate_limited_details": _rate_limited_details(),
+        "too_large_message": TOO_LARGE_MESSAGE,
+        "too_large_details": _too_large_details(),
+        "max_request_bytes": MAX_REQUEST_BYTES,
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
+        "page_headers": _web_headers(PAGE_CACHE, "OVERWRITE_IF_EXISTS_OR_ADD"),
+        # The file server marks its own errors no-store: a missing bundle (a deploy half
+        # done) must not be remembered for a year.
+        "asset_headers": _web_headers(ASSET_CACHE, "ADD_IF_ABSENT"),
         "issuer": inputs.issuer,
         "audience": inputs.audience,
     }
@@ -137,7 +240,7 @@ def render(inputs: EdgeInputs) -> str:
         for path in PUBLIC
         if path not in ANONYMOUS
     )
-    for cluster in (*CLUSTERS, "session_jwks"):
+    for cluster in (*CLUSTERS, "session_jwks", "rate_limit", "web"):
         upstream: Address = getattr(inputs, cluster)
         values[f"{cluster}_host"] = upstream.host
         values[f"{cluster}_port"] = upstream.port

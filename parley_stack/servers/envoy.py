@@ -27,6 +27,8 @@ def local_edge_inputs(config: StackConfig) -> EdgeInputs:
         svc_router=on_host("router_grpc"),
         svc_ledger=on_host("ledger_grpc"),
         session_jwks=on_host("session_jwks"),
+        rate_limit=on_host("session_internal"),
+        web=on_host("web_http"),
     )
 
 
@@ -37,7 +39,7 @@ def render_local(config: StackConfig) -> str:
 
 class EnvoyServer(Server):
     name = "envoy"
-    requires = ("svc_session", "svc_history", "svc_router", "svc_ledger")
+    requires = ("svc_session", "svc_history", "svc_router", "svc_ledger", "web")
 
     @property
     def _target(self) -> Path:

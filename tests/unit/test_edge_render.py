@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 import subprocess
 import sys
 
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from edge_proxy.api import ANONYMOUS, PUBLIC
-from edge_proxy.render import Address, EdgeInputs, render
+from edge_proxy.render import (
+    ASSET_CACHE,
+    CONTENT_SECURITY_POLICY,
+    MAX_REQUEST_BYTES,
+    PAGE_CACHE,
+    WEB_HEADERS,
+    Address,
+    EdgeInputs,
+    render,
+)
 from parley.chat.v1 import chat_pb2
 from parley.history.v1 import history_pb2
 from parley.ledger.v1 import ledger_pb2
@@ -33,6 +44,8 @@ def _inputs(**changes: object) -> EdgeInputs:
         svc_router=Address("svc-router.parley.svc", 50053),
         svc_ledger=Address("svc-ledger.parley.svc", 50054),
         session_jwks=Address("svc-session.parley.svc", 8081),
+        rate_limit=Address("svc-session-internal.parley.svc", 50061),
+        web=Address("web.parley.svc", 8000),
     )
     return dataclasses.replace(inputs, **changes)  # type: ignore[arg-type]
 
@@ -80,6 +93,8 @@ def test_every_input_lands_in_the_config_and_nothing_is_left_to_fill() -> None:
     assert '{address: "127.0.0.1", port_value: 9901}' in config
     for name, port in [("session", 50051), ("history", 50052), ("router", 50053), ("ledger", 50054)]:
         assert f'{{address: "svc-{name}.parley.svc", port_value: {port}}}' in config
+    assert '{address: "svc-session-internal.parley.svc", port_value: 50061}' in config
+    assert '{address: "web.parley.svc", port_value: 8000}' in config
     assert "$" not in config
     assert "\t" not in config
 
@@ -92,6 +107,8 @@ def test_the_local_stack_renders_its_own_ports_with_no_trusted_hops() -> None:
     assert inputs.xff_num_trusted_hops == 0
     assert inputs.listen == Address(stack.host, stack.port("envoy_public"))
     assert inputs.svc_ledger == Address(stack.host, stack.port("ledger_grpc"))
+    assert inputs.rate_limit == Address(stack.host, stack.port("session_internal"))
+    assert inputs.web == Address(stack.host, stack.port("web_http"))
     assert f"port_value: {stack.port('session_grpc')}}}" in config
     assert _hcm_settings(config)["use_remote_address"] == "true"
 
@@ -166,7 +183,8 @@ def test_each_public_method_has_its_own_route_and_nothing_else_is_routed() -> No
     routed = re.findall(r'- match: \{path: "([^"]+)"\}\n\s+route: \{cluster: (\w+)', config)
     assert dict(routed) == {path: route.cluster for path, route in PUBLIC.items()}
     assert len(routed) == len(PUBLIC)
-    assert 'prefix: "/parley' not in config, "no route by prefix: a new method is never routed by accident"
+    # No route by prefix reaches a service: a new method is never routed by accident.
+    assert len(re.findall(r"route: \{cluster: svc_", config)) == len(PUBLIC)
     assert re.search(r'- match: \{prefix: "/"\}\n\s+direct_response: \{status: 404\}', config)
 
 
@@ -190,6 +208,10 @@ def test_tokens_are_checked_against_the_session_jwks_except_on_anonymous_methods
     checked = re.findall(r'- match: \{path: "([^"]+)"\}\n\s+requires: \{provider_name: parley\}', config)
     assert set(checked) == set(PUBLIC) - ANONYMOUS
     assert len(checked) == len(set(checked))
+    # Exact paths only: nothing else, the web app's files among it, needs a token.
+    rules = config.split("rules:\n", 1)[1].split("- name: ", 1)[0]
+    assert rules.count("- match:") == len(checked)
+    assert "prefix" not in rules
     assert "request_headers_to_remove: [x-parley-user-token]" in config
 
 
@@ -220,3 +242,188 @@ def test_reads_are_retried_on_unavailable_and_nothing_else_is() -> None:
 def test_the_admin_interface_never_listens_off_the_host(host: str) -> None:
     with pytest.raises(ValueError, match="loopback"):
         _inputs(admin=Address(host, 9901))
+
+
+# Rate limits (ADR 0017) --------------------------------------------------------------------
+
+_TOKEN_ACTION = "{request_headers: {header_name: authorization, descriptor_key: access_token}}"
+_ADDRESS_ACTION = "{remote_address: {}}"
+
+
+def _route_lines(config: str) -> dict[str, str]:
+    """Path -> the route's own lines (its `route:` and anything after, up to the next match)."""
+    routes = config.split("              routes:\n", 1)[1].split("http_filters:", 1)[0]
+    found = re.findall(r'- match: \{path: "([^"]+)"\}\n((?: {16}[^\n]*\n)+)', routes)
+    return dict(found)
+
+
+def test_each_route_spends_the_bucket_it_names_and_only_that_one() -> None:
+    routes = _route_lines(render(_inputs()))
+
+    assert set(routes) == set(PUBLIC)
+    for path, route in PUBLIC.items():
+        actions = re.findall(r"rate_limits: \[\{actions: \[(.*?)\]\}\]", routes[path])
+        expected = {"token": [_TOKEN_ACTION], "address": [_ADDRESS_ACTION], None: []}[route.limit]
+        assert actions == expected, path
+
+
+def test_a_call_with_a_token_spends_the_callers_bucket_and_an_anonymous_one_the_address() -> None:
+    limits = {path: route.limit for path, route in PUBLIC.items()}
+
+    # Anonymous calls have no token to name a caller: only the trusted client address.
+    assert {limits[path] for path in ANONYMOUS} <= {"address", None}
+    assert {limit for path, limit in limits.items() if path not in ANONYMOUS} <= {"token", None}
+    assert {path for path, limit in limits.items() if limit == "address"} == {
+        "/parley.session.v1.SessionService/ResetPassword"
+    }
+
+
+def test_no_request_spends_a_bucket_twice() -> None:
+    session = {path for path in PUBLIC if path.startswith("/parley.session.v1.SessionService/")}
+    turns = {
+        f"/parley.chat.v1.ChatService/{name}" for name in ("Chat", "StreamTurn", "ResumeTurn", "CancelTurn")
+    }
+
+    # svc_session spends the caller's bucket itself on every call with a token (`_caller`),
+    # and sign-in's address bucket together with the email buckets, all or nothing.
+    assert all(PUBLIC[path].limit is None for path in session - ANONYMOUS)
+    for name in ("Register", "Login", "RequestPasswordReset"):
+        assert PUBLIC[f"/parley.session.v1.SessionService/{name}"].limit is None
+    # svc_router admits turns against buckets of its own.
+    assert all(PUBLIC[path].limit is None for path in turns)
+    # Everything else that needs a token spends the caller's bucket at the edge.
+    others = set(PUBLIC) - ANONYMOUS - session - turns
+    assert others
+    assert {PUBLIC[path].limit for path in others} == {"token"}
+
+
+def test_the_rate_limit_filter_asks_svc_session_and_lets_requests_pass_when_it_cannot_answer() -> None:
+    config = render(_inputs())
+    block = config.split("envoy.filters.http.ratelimit\n", 1)[1].split("- name: ", 1)[0]
+
+    assert "domain: parley\n" in block
+    assert "failure_mode_deny: false\n" in block
+    assert "rate_limited_as_resource_exhausted: true\n" in block
+    assert "timeout: 0.25s\n" in block
+    assert "envoy_grpc: {cluster_name: svc_session_rls}" in block
+    rls = config.split("- name: svc_session_rls\n", 1)[1].split("  - name: ", 1)[0]
+    assert "http2_protocol_options" in rls
+    assert '{address: "svc-session-internal.parley.svc", port_value: 50061}' in rls
+    # jwt_authn first: a forged token costs the rate limit service nothing.
+    assert config.index("envoy.filters.http.jwt_authn\n") < config.index("envoy.filters.http.ratelimit\n")
+
+
+# Request sizes -------------------------------------------------------------------------------
+
+
+def test_request_headers_and_bodies_are_bounded_except_the_bidirectional_stream() -> None:
+    config = render(_inputs())
+    routes = _route_lines(config)
+    bidi = {
+        f"/{service.full_name}/{method.name}"
+        for service in _SERVICES
+        for method in service.methods
+        if method.client_streaming
+    }
+
+    assert _hcm_settings(config)["max_request_headers_kb"] == "32"
+    assert f"max_request_bytes: {MAX_REQUEST_BYTES}\n" in config
+    assert MAX_REQUEST_BYTES == 1024 * 1024
+    assert bidi == {"/parley.chat.v1.ChatService/Chat"}
+    assert {path for path, route in PUBLIC.items() if route.bidi} == bidi
+    unbuffered = {path for path, lines in routes.items() if "BufferPerRoute, disabled: true" in lines}
+    assert unbuffered == bidi
+    # The buffer filter's limit is set before any filter that may wait on a call.
+    assert (
+        config.index("envoy.filters.http.buffer\n")
+        < config.index("envoy.filters.http.jwt_authn\n")
+        < config.index("envoy.filters.http.ratelimit\n")
+    )
+
+
+def test_a_body_too_large_is_resource_exhausted_with_its_reason() -> None:
+    config = render(_inputs())
+    mapper = re.search(
+        r"default_value: 413.*?\n\s+body: \{inline_string: \"([^\"]+)\"\}\n.*?"
+        r"key: grpc-status-details-bin, value: \"([^\"]+)\"",
+        config,
+        re.DOTALL,
+    )
+    assert mapper is not None
+    message, details = mapper.groups()
+    status = status_pb2.Status.FromString(base64.b64decode(details + "=" * (-len(details) % 4)))
+    [detail] = status.details
+    info = error_details_pb2.ErrorInfo()
+    assert detail.Unpack(info)
+
+    assert (status.code, status.message) == (8, message)
+    assert (info.reason, info.domain) == ("REQUEST_TOO_LARGE", "parley.dev")
+    assert dict(info.metadata) == {"source": "edge", "limit_bytes": str(MAX_REQUEST_BYTES)}
+    # Envoy would call 413 UNKNOWN (and 429 UNAVAILABLE to gRPC-Web): the Lua filter, first in
+    # the chain, renames exactly these replies.
+    rate_limited = re.search(
+        r"default_value: 429.*?grpc-status-details-bin, value: \"([^\"]+)\"", config, re.DOTALL
+    )
+    assert rate_limited is not None
+    lua = config.split("envoy.filters.http.lua\n", 1)[1].split("- name: ", 1)[0]
+    assert f'if details == "{details}" or details == "{rate_limited.group(1)}" then' in lua
+    assert 'headers:replace("grpc-status", "8")' in lua
+    assert config.index("envoy.filters.http.lua\n") < config.index("envoy.filters.http.grpc_web\n")
+
+
+# The web app ----------------------------------------------------------------------------------
+
+
+def _web_route(config: str, prefix: str) -> str:
+    match = re.search(
+        rf'- match:\n\s+prefix: "{re.escape(prefix)}"\n\s+headers: \[([^\n]+)\]\n'
+        r"\s+route: \{cluster: web, timeout: 10s\}\n\s+response_headers_to_add:\n"
+        r"((?: {16}- header[^\n]+\n {18}append_action[^\n]+\n)+)",
+        config,
+    )
+    assert match is not None, prefix
+    assert match.group(1) == '{name: ":method", string_match: {safe_regex: {regex: "GET|HEAD"}}}'
+    return match.group(2)
+
+
+def _headers(block: str) -> dict[str, tuple[str, str]]:
+    pairs = re.findall(r'key: ([\w-]+), value: "([^"]*)"\}\n\s+append_action: (\w+)', block)
+    return {key: (value, action) for key, value, action in pairs}
+
+
+def test_the_web_apps_files_get_a_strict_policy_from_the_edge() -> None:
+    config = render(_inputs())
+    page, assets = _headers(_web_route(config, "/")), _headers(_web_route(config, "/assets/"))
+
+    assert CONTENT_SECURITY_POLICY == (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "font-src 'self'; connect-src 'self'; manifest-src 'self'; form-action 'none'; "
+        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    )
+    security = {key: (value, "OVERWRITE_IF_EXISTS_OR_ADD") for key, value in WEB_HEADERS.items()}
+    assert page == {**security, "cache-control": (PAGE_CACHE, "OVERWRITE_IF_EXISTS_OR_ADD")}
+    # The file server's no-store on a missing bundle stays.
+    assert assets == {**security, "cache-control": (ASSET_CACHE, "ADD_IF_ABSENT")}
+    assert (PAGE_CACHE, ASSET_CACHE) == ("no-cache", "public, max-age=31536000, immutable")
+    assert WEB_HEADERS["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert WEB_HEADERS["x-frame-options"] == "DENY"
+    assert WEB_HEADERS["x-content-type-options"] == "nosniff"
+
+
+def test_web_routes_come_after_every_grpc_route_and_a_grpc_path_is_never_a_page() -> None:
+    config = render(_inputs())
+    routes = config.split("              routes:\n", 1)[1]
+    first_web = routes.index("route: {cluster: web")
+    last_grpc = max(routes.index(f'path: "{path}"') for path in PUBLIC)
+    not_a_page = re.search(
+        r'- match:\n\s+prefix: "/parley\."\n\s+headers: \[\{name: ":method", string_match: '
+        r'\{safe_regex: \{regex: "GET\|HEAD"\}\}\}\]\n\s+direct_response: \{status: 404\}',
+        routes,
+    )
+
+    assert last_grpc < first_web
+    assert not_a_page is not None
+    assert not_a_page.start() < min(routes.index(f'path: "{path}"') for path in PUBLIC)
+    # The web cluster is plain HTTP/1.1: no protocol options.
+    web = config.split("  - name: web\n", 1)[1].split("  - name: ", 1)[0]
+    assert "http2_protocol_options" not in web
