@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from parley_core.logging import configure_logging
 from parley_core.observability import ObservabilityInterceptor, RpcMetrics
 from parley_core.settings import ServiceSettings
+from parley_core.tracing import configure_tracing
 
 __all__ = [
     "Register",
@@ -54,13 +55,22 @@ class RunningServer:
     registry: CollectorRegistry
     settings: ServiceSettings
     metrics_http: Any = None
+    draining: bool = False
 
-    async def stop(self) -> None:
-        """Graceful stop: NOT_SERVING, drain delay, then let in-flight calls finish."""
+    async def drain(self) -> None:
+        """Say NOT_SERVING and wait `drain_delay_s`, so load balancers send new calls elsewhere
+        while the calls in flight go on; once only (`stop` does it unless done before)."""
+        if self.draining:
+            return
+        self.draining = True
         for name in ("", *self.services):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.settings.drain_delay_s > 0:
             await asyncio.sleep(self.settings.drain_delay_s)
+
+    async def stop(self) -> None:
+        """Graceful stop: drain (NOT_SERVING, drain delay), then let in-flight calls finish."""
+        await self.drain()
         _log.info("stopping", grace_s=self.settings.shutdown_grace_s)
         await self.server.stop(self.settings.shutdown_grace_s)
         if self.metrics_http is not None:
@@ -138,13 +148,23 @@ async def serve_until_signal(start: Callable[[], Awaitable[Stoppable]]) -> None:
     _log.info("stopped")
 
 
-def run_until_signal(settings: ServiceSettings, start: Callable[[], Awaitable[Stoppable]]) -> None:
-    """The `main` of a service process: logging, uvloop, serve until a signal."""
+def run_until_signal(
+    settings: ServiceSettings, start: Callable[[], Awaitable[Stoppable]], *, role: str = ""
+) -> None:
+    """The `main` of a service process: logging, trace export, uvloop, serve until a signal.
+
+    role: what the process is beside the service's API ("indexer"); its spans' service name
+    is then `svc_history-indexer` rather than `svc_history`.
+    """
     configure_logging(settings.log_format, settings.log_level)
+    name = f"{settings.service_name}-{role}" if role else settings.service_name
+    tracing = configure_tracing(name, settings.otlp_endpoint)
     try:
         uvloop.run(serve_until_signal(start))
     except StartError:
         raise SystemExit(1) from None
+    finally:
+        tracing.shutdown()
 
 
 def run_service(settings: ServiceSettings, register: Register) -> None:

@@ -28,6 +28,7 @@ from parley_core.erasure import UserDeletedConsumer
 from parley_core.outbox import PulsarClient
 from parley_core.ratelimit import TokenBucketLimiter
 from parley_core.server import RunningServer, start_server
+from parley_core.tracing import client_interceptors
 from svc_router.admission import Admission
 from svc_router.backends import ModelRoutes
 from svc_router.budget import TurnBudgets
@@ -91,7 +92,9 @@ class RouterApp:
         identity = ServiceTokenSource(
             settings.identity_target, SERVICE_NAME, settings.service_secret.get_secret_value()
         )
-        history_channel = grpc.aio.insecure_channel(settings.history_target)
+        history_channel = grpc.aio.insecure_channel(
+            settings.history_target, interceptors=client_interceptors()
+        )
         log = TurnLog(redis, ttl_s=settings.turn_log_ttl_s, max_events=settings.turn_log_max_events)
         engine = TurnEngine(
             settings,
@@ -138,9 +141,11 @@ class RouterApp:
         )
 
     async def stop(self) -> None:
-        # Running turns end first (as failed, keeping their answers), so the streams that
-        # read them complete before the server drains.
-        await self.engine.close()
+        # NOT_SERVING first, so Envoy and the Kubernetes readiness probe send new turns to
+        # other replicas; then running turns finish (or, after the grace, end as failed,
+        # keeping their answers), so the streams that read them complete before the server stops.
+        await self.server.drain()
+        await self.engine.close(finish_s=self.settings.shutdown_grace_s)
         await self.server.stop()
         await self.erasure.stop()
         await self.routes.close()

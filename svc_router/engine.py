@@ -29,7 +29,7 @@ from typing import Protocol
 
 import grpc
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from parley_core.auth import Principal
 from parley_core.catalog import Catalog, CatalogModel
@@ -202,6 +202,21 @@ class _Metrics:
             buckets=buckets,
             registry=registry,
         )
+        self.inter_token = Histogram(
+            "parley_turn_inter_token_seconds",
+            "Gap between two pieces of one answer as the router receives them from the backend, by model.",
+            ["model"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.streams = Gauge(
+            "parley_router_active_streams",
+            "Client streams following a turn on this router (StreamTurn, a Chat stream's turn, ResumeTurn).",
+            registry=registry,
+        )
+        self.running = Gauge(
+            "parley_router_running_turns", "Turns this router is generating now.", registry=registry
+        )
         self.turns = Counter(
             "parley_turns",
             "Turns ended, by model and finish reason.",
@@ -243,6 +258,7 @@ class TurnEngine:
         #: This process, as turn leases name it.
         self.instance = f"router-{uuid.uuid4().hex[:12]}"
         self._running: dict[str, _Running] = {}
+        self._metrics.running.set_function(lambda: len(self._running))
         self._background: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -256,8 +272,12 @@ class TurnEngine:
         self._listener = asyncio.create_task(self._listen_for_cancels(), name="turn-cancels")
         self._writer = asyncio.create_task(self._write_logs(), name="turn-log-writer")
 
-    async def close(self) -> None:
-        """Stop: running turns end as failed (ROUTER_STOPPED) with what they generated."""
+    async def close(self, *, finish_s: float = 0.0) -> None:
+        """Stop: running turns get up to finish_s to end by themselves, then the rest end as
+        failed (ROUTER_STOPPED) with what they generated."""
+        finishing = [t.task for t in self._running.values() if t.task is not None]
+        if finishing and finish_s > 0:
+            await asyncio.wait(finishing, timeout=finish_s)
         for turn in list(self._running.values()):
             self._stop(turn, "shutdown")
         tasks = [t.task for t in self._running.values() if t.task is not None]
@@ -557,15 +577,22 @@ class TurnEngine:
                 turn.emit(self._started(record, routed.model))
             coalesce = _Coalescer(turn, self._settings.coalesce_ms / 1000, outcome)
             name = routed.model.name
+            inter_token = self._metrics.inter_token.labels(name)
+            last_piece = 0.0
 
             def take(event: Piece | Finish) -> None:
+                nonlocal last_piece
                 if isinstance(event, Finish):
                     outcome.finish(event)
                     return
+                now = self._clock()
                 if outcome.output_tokens == 0:
-                    ttft = self._clock() - turn.arrived
+                    ttft = now - turn.arrived
                     self._metrics.ttft.labels(name).observe(ttft)
                     self._metrics.added_ttft.labels(name).observe(max(0.0, ttft - backend_wait))
+                else:
+                    inter_token.observe(now - last_piece)
+                last_piece = now
                 coalesce.add(event)
 
             try:
@@ -759,16 +786,20 @@ class TurnEngine:
         _owned(caller, name)
         if after < 0:
             raise invalid_argument([FieldViolation("after_sequence", "must not be negative")])
-        turn = self._running.get(name.turn_id)
-        if turn is not None and turn.record.name == name:
-            async for event in self._follow_here(turn, after):
+        self._metrics.streams.inc()
+        try:
+            turn = self._running.get(name.turn_id)
+            if turn is not None and turn.record.name == name:
+                async for event in self._follow_here(turn, after):
+                    yield event
+                return
+            record = await self._log.record(name.turn_id)
+            if record is None or record.name != name:
+                raise _turn_not_found(name)
+            async for event in self._follow_log(caller, record, after):
                 yield event
-            return
-        record = await self._log.record(name.turn_id)
-        if record is None or record.name != name:
-            raise _turn_not_found(name)
-        async for event in self._follow_log(caller, record, after):
-            yield event
+        finally:
+            self._metrics.streams.dec()
 
     async def _follow_here(self, turn: _Running, after: int) -> AsyncIterator[TurnEvent]:
         turn.followers += 1
