@@ -7,6 +7,7 @@ ResponseFuture to an asyncio future, so no query ever blocks the service's loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import PreparedStatement, Statement
+from prometheus_client import CollectorRegistry, Histogram
 
 __all__ = [
     "LOCAL_DC",
@@ -22,6 +24,7 @@ __all__ = [
     "execute",
     "execute_all",
     "execute_lwt",
+    "observe_requests",
 ]
 
 LOCAL_DC = "datacenter1"
@@ -50,6 +53,37 @@ def create_keyspace(session: Session, keyspace: str, replication_factor: int) ->
         f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
         f"{{'class': 'NetworkTopologyStrategy', '{LOCAL_DC}': {int(replication_factor)}}}"
     )
+
+
+def observe_requests(session: Session, registry: CollectorRegistry) -> Histogram:
+    """Time every request of session, from its creation to its first page or its error.
+
+    The driver calls its request-init listeners before sending, so this covers every
+    statement the service runs (through `execute*` or not) without wrapping each call.
+    """
+    seconds = Histogram(
+        "parley_cassandra_request_seconds",
+        "Time from sending a Cassandra request to its first page or error, by outcome (ok, error).",
+        ["outcome"],
+        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        registry=registry,
+    )
+    ok, error = seconds.labels("ok"), seconds.labels("error")
+
+    def started(future: ResponseFuture) -> None:
+        begun = time.perf_counter()
+        seen = False
+
+        def observe(child: Any) -> None:
+            nonlocal seen
+            if not seen:  # a paged query calls back once per page; its first one counts
+                seen = True
+                child.observe(time.perf_counter() - begun)
+
+        future.add_callbacks(lambda _rows: observe(ok), lambda _error: observe(error))
+
+    session.add_request_init_listener(started)
+    return seconds
 
 
 async def execute(

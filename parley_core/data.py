@@ -14,7 +14,7 @@ from cassandra.cluster import Session as CqlSession
 from prometheus_client import CollectorRegistry
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from parley_core.cassandra import connect
+from parley_core.cassandra import connect, observe_requests
 from parley_core.logging import configure_logging
 from parley_core.migrations import Migration, migrate, run_cli
 from parley_core.outbox import Outbox, OutboxRelay, PulsarClient
@@ -62,6 +62,7 @@ async def open_data(
         )
     )
     registry = CollectorRegistry()
+    observe_requests(cql, registry)
     outbox = Outbox(cql, settings.keyspace)
     relay = OutboxRelay(
         outbox,

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from parley_core.budgets import BudgetScope, BudgetState, Contribution
 from svc_ledger.billing import Priced
-from svc_ledger.store import ZERO, AccountMonth, Amounts, LedgerStore, add
+from svc_ledger.store import ZERO, AccountMonth, Amounts, LedgerStore, LineItemRow, add
 
 #: Line items per conditional batch (Cassandra warns about, then refuses, large batches).
 _CHUNK = 50
@@ -63,13 +63,13 @@ class Accounts:
         store: LedgerStore,
         budgets: BudgetState,
         *,
-        written: Callable[[int], object] = lambda _count: None,
+        written: Callable[[Sequence[LineItemRow]], object] = lambda _items: None,
         cached_months: int = 10_000,
     ) -> None:
         self._store = store
         self._budgets = budgets
-        #: Told how many line items each applied batch wrote, as soon as it is applied (a
-        #: later failure of the same call does not unwrite them).
+        #: Told the line items each applied batch wrote, as soon as it is applied (a later
+        #: failure of the same call does not unwrite them).
         self._written = written
         # The months this instance wrote last: one user's events come to one instance, so
         # the next batch usually starts from the right version without a read.
@@ -137,7 +137,7 @@ class Accounts:
                 account, [e.item for e in events], additions
             )
             if applied:
-                self._written(len(events))
+                self._written([e.item for e in events])
                 return len(events), account
             events = [e for e in events if e.item.event_id not in existing]
         raise RuntimeError(f"the month kept changing under {_TRIES} tries; the events will come again")

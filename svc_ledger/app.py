@@ -82,7 +82,7 @@ class LedgerApp:
         if not await state.is_ready():
             await budgets.rebuild()
         metrics = UsageMetrics(data.registry)
-        accounts = Accounts(store, state, written=metrics.events.labels("priced").inc)
+        accounts = Accounts(store, state, written=metrics.written)
         consumer = UsageConsumer(settings, prices, accounts, metrics, client_factory=pulsar_client)
         servicer = LedgerServiceServicer(prices, Reports(store), budgets)
         keys = key_source if key_source is not None else HttpKeySource(settings.jwks_url)

@@ -27,14 +27,16 @@ from datetime import UTC, datetime
 import pulsar
 import pulsar.asyncio
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from parley_core.consuming import Batches, Handler, initial_position
 from parley_core.events import USAGE, topic_url
+from parley_core.tracing import event_spans
 from svc_ledger.accounts import Accounts
 from svc_ledger.billing import PoisonEventError, Priced, price_event
 from svc_ledger.pricing import PriceBook
 from svc_ledger.settings import LedgerSettings
+from svc_ledger.store import LineItemRow
 
 _log = structlog.get_logger("svc_ledger.consumer")
 
@@ -66,6 +68,29 @@ class UsageMetrics:
             "Time to price and record one batch of events.",
             registry=registry,
         )
+        self.spend = Counter(
+            "parley_ledger_spend_micros",
+            "Money billed: the cost of each line item written (a replayed event adds nothing), "
+            "in micro-units of its currency, by model, tier and currency.",
+            ["model", "tier", "currency"],
+            registry=registry,
+        )
+        self.lag_events = Gauge(
+            "parley_ledger_consumer_lag_events",
+            "Usage events this instance has received and not yet recorded.",
+            registry=registry,
+        )
+        self.lag_seconds = Gauge(
+            "parley_ledger_consumer_lag_seconds",
+            "Age of the oldest usage event this instance holds unrecorded (0 when it holds none).",
+            registry=registry,
+        )
+
+    def written(self, items: Sequence[LineItemRow]) -> None:
+        """Line items just written: counted as priced, their cost as spend."""
+        self.events.labels("priced").inc(len(items))
+        for item in items:
+            self.spend.labels(item.model, item.tier, item.currency).inc(item.cost_micros)
 
 
 class UsageConsumer:
@@ -86,6 +111,8 @@ class UsageConsumer:
             settings.pulsar_url, self._subscribe, settings.batch_size, name="usage-consumer",
             client_factory=client_factory,
         )  # fmt: skip
+        metrics.lag_events.set_function(self._batches.held)
+        metrics.lag_seconds.set_function(self._batches.oldest_held_s)
         self._retries: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -127,6 +154,7 @@ class UsageConsumer:
         batch: Sequence[pulsar.Message],
     ) -> None:
         started = time.perf_counter()
+        started_ns = time.time_ns()
         now = datetime.now(UTC)
         priced: list[tuple[pulsar.Message, Priced]] = []
         for message in batch:
@@ -143,11 +171,13 @@ class UsageConsumer:
             self.metrics.events.labels("retried").inc(len(priced))
             for message, _ in priced:
                 self._retry_later(consumer, message)
+            event_spans("usage record", (m.properties() for m, _ in priced), started_ns, outcome="retried")
             return
         # Line items written were counted as "priced" when written (svc_ledger.accounts).
         self.metrics.events.labels("duplicate").inc(recorded.duplicates)
         self.metrics.estimated.inc(sum(1 for _, p in priced if p.item.estimated))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        event_spans("usage record", (m.properties() for m, _ in priced), started_ns)
         # Acknowledgements are grouped by the client; awaiting them one by one would wait
         # for a flush each.
         await asyncio.gather(*(consumer.acknowledge(message) for message, _ in priced))

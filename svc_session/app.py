@@ -16,11 +16,11 @@ import structlog
 from aiohttp import web
 from cassandra.cluster import Cluster
 from cassandra.cluster import Session as CqlSession
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from redis.asyncio import Redis
 
 from parley_core.auth import AuthInterceptor, JwtVerifier, Revocations
-from parley_core.cassandra import connect
+from parley_core.cassandra import connect, observe_requests
 from parley_core.erasure import UserDeletedConsumer
 from parley_core.server import RunningServer, start_server
 from svc_session.accounts import Accounts
@@ -132,6 +132,8 @@ class SessionApp:
         )
         verifier = JwtVerifier(keys, settings.issuer, settings.audience, revocations)
         registry = CollectorRegistry()
+        observe_requests(cql, registry)
+        _key_metrics(keys, settings, registry)
         interceptor = AuthInterceptor(verifier, PUBLIC_METHODS, registry=registry)
 
         async def register(server: grpc.aio.Server) -> list[str]:
@@ -184,6 +186,21 @@ class SessionApp:
         await self.revocations.close()
         await self.redis.aclose()
         await asyncio.to_thread(self.cluster.shutdown)
+
+
+def _key_metrics(keys: KeyRing, settings: SessionSettings, registry: CollectorRegistry) -> None:
+    """The signing key's age beside the rotation period, so an alert can tell a ring that
+    stopped rotating (every replica's age past the period) from one that rotates."""
+    Gauge(
+        "parley_session_signing_key_age_seconds",
+        "Age of the key that signs access tokens now (rotated every rotation_s).",
+        registry=registry,
+    ).set_function(keys.signing_key_age_s)
+    Gauge(
+        "parley_session_signing_key_rotation_seconds",
+        "How often the signing key is rotated (PARLEY_SESSION_KEY_ROTATION_S).",
+        registry=registry,
+    ).set(settings.key_rotation_s)
 
 
 async def _serve_jwks(keys: KeyRing, settings: SessionSettings) -> tuple[web.AppRunner, int]:

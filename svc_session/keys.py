@@ -135,6 +135,15 @@ class KeyRing:
                 return key
         return self._keys[-1][0]  # only pending keys (a clock step back): the oldest
 
+    def signing_key_age_s(self) -> float:
+        """Seconds since the key that signs now was created (0 before the ring is loaded):
+        a ring that stops rotating shows as an age past `rotation_s`."""
+        now = datetime.now(UTC)
+        for _key, row in self._keys:
+            if row.activate_time <= now:
+                return max(0.0, (now - row.create_time).total_seconds())
+        return 0.0
+
     async def sign(self, claims: dict[str, Any]) -> str:
         await self._fresh()
         key = self.signing_key()

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import pulsar
 import structlog
 from cassandra.util import unix_time_from_uuid1
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from parley_core.events import TOPIC_PREFIX
 from parley_core.outbox._store import Outbox, _Row
@@ -46,6 +46,13 @@ class _RelayMetrics:
             "parley_outbox_published_events",
             "Events this relay published and deleted from the outbox, by topic.",
             ["topic"],
+            registry=registry,
+        )
+        self.publish_seconds = Histogram(
+            "parley_outbox_publish_seconds",
+            "Time from handing an event to the Pulsar producer to the broker's acknowledgement "
+            "(or the producer's error).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
         self.failures = Counter(
@@ -360,6 +367,10 @@ class OutboxRelay:
             loop.call_soon_threadsafe(_settle, acknowledged, result)
 
         properties = {**row.event.properties, "event_id": row.event.event_id}
+        sent = time.perf_counter()
+        acknowledged.add_done_callback(
+            lambda _done: self._metrics.publish_seconds.observe(time.perf_counter() - sent)
+        )
         try:
             producer.send_async(
                 row.event.payload,

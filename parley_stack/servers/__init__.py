@@ -32,6 +32,7 @@ TOOLS: dict[str, str] = {
     "kubectl": "parley_stack.servers.tools:KubectlTool",
     "ghz": "parley_stack.servers.tools:GhzTool",
     "grpcurl": "parley_stack.servers.tools:GrpcurlTool",
+    "promtool": "parley_stack.servers.tools:PromtoolTool",
     "chromium": "parley_stack.servers.tools:ChromiumTool",
 }
 
