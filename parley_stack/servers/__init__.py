@@ -34,6 +34,8 @@ TOOLS: dict[str, str] = {
     "grpcurl": "parley_stack.servers.tools:GrpcurlTool",
     "promtool": "parley_stack.servers.tools:PromtoolTool",
     "chromium": "parley_stack.servers.tools:ChromiumTool",
+    "etcd": "parley_stack.servers.kube:EtcdTool",
+    "kube-apiserver": "parley_stack.servers.kube:KubeApiserverTool",
 }
 
 
