@@ -31,6 +31,17 @@ class ServiceSettings(BaseSettings):
     #: The most calls served at once; grpc answers calls over it with RESOURCE_EXHAUSTED, so
     #: an overload sheds load at the door instead of queueing without bound.
     max_concurrent_rpcs: int = Field(default=1000, ge=1)
+    #: Where spans go: an OTLP/gRPC collector (`host:port` or `http://host:port`). Empty
+    #: (the default): no span is exported; the trace context is still passed on.
+    otlp_endpoint: str = ""
+
+    @property
+    def service_name(self) -> str:
+        """The process's `service.name` in traces: svc_<key> after the env prefix
+        (PARLEY_ROUTER_ -> svc_router)."""
+        prefix = str(self.model_config.get("env_prefix", "PARLEY_"))
+        key = prefix.removeprefix("PARLEY_").strip("_").lower()
+        return f"svc_{key}" if key else "parley"
 
 
 class DataServiceSettings(ServiceSettings):

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["indexer"]:
         from svc_history.search.app import IndexerApp
 
-        run_until_signal(settings, lambda: IndexerApp.start(settings))
+        run_until_signal(settings, lambda: IndexerApp.start(settings), role="indexer")
     elif args[:1] == ["reindex"]:
         from svc_history.search.reindex import main as reindex
 

@@ -13,6 +13,7 @@ import grpc
 from parley.session.v1 import session_pb2, session_pb2_grpc
 from parley_core.auth._interceptor import USER_TOKEN_HEADER
 from parley_core.errors import RpcError
+from parley_core.tracing import client_interceptors
 
 if TYPE_CHECKING:
     from parley.session.v1.session_pb2_grpc import ServiceIdentityServiceAsyncStub
@@ -57,7 +58,7 @@ class ServiceTokenSource:
 
     async def _fetch(self) -> None:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._target)
+            self._channel = grpc.aio.insecure_channel(self._target, interceptors=client_interceptors())
         stub = cast(
             "ServiceIdentityServiceAsyncStub", session_pb2_grpc.ServiceIdentityServiceStub(self._channel)
         )

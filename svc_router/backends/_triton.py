@@ -20,6 +20,8 @@ from typing import Any
 
 import grpc
 import numpy as np
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from tritonclient.grpc import InferInput, InferResult
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
@@ -36,6 +38,7 @@ _NOT_RETRYABLE = frozenset(
     }
 )
 _STREAM_HEADERS = {"triton_grpc_error": "true"}
+_tracer = trace.get_tracer("parley.triton")
 
 
 class TritonBackend:
@@ -73,9 +76,26 @@ class TritonBackend:
             "request_id": generation.request_id,
             "parameters": dict(self.parameters) or None,
         }
+        # A CLIENT span for the stream; its traceparent header makes Triton's own spans (when
+        # Triton traces) its children. Never the current span: a generator's context is not
+        # its caller's once it is suspended.
+        span = _tracer.start_span(
+            "triton ModelStreamInfer",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": "inference.GRPCInferenceService",
+                "rpc.method": "ModelStreamInfer",
+                "parley.model": self.model,
+            },
+        )
+        headers = dict(_STREAM_HEADERS)
+        propagate.inject(headers, context=trace.set_span_in_context(span))
         try:
-            responses = self._client.stream_infer(_once(request), headers=_STREAM_HEADERS)
+            responses = self._client.stream_infer(_once(request), headers=headers)
         except InferenceServerException as error:
+            span.set_status(Status(StatusCode.ERROR, "InferenceServerException"))
+            span.end()
             raise self._error(str(error)) from None
         finished = False
         try:
@@ -95,12 +115,17 @@ class TritonBackend:
                 detail=f"{self._key}: the stream ended without the usage response",
             )
         except grpc.aio.AioRpcError as error:
+            span.set_status(Status(StatusCode.ERROR, error.code().name))
             raise self._error(f"{error.code().name}: {error.details()}", error.code()) from None
+        except BackendError as error:
+            span.set_status(Status(StatusCode.ERROR, error.detail or str(error)))
+            raise
         finally:
             if not finished:
                 # The model sees the cancel (`is_cancelled()`) and stops generating. After
                 # the last response the call is over and this would do nothing.
                 responses.cancel()
+            span.end()
 
     async def probe(self) -> BackendHealth:
         """Whether Triton has the model loaded and ready."""
