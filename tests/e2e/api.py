@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+import httpx
 from google.protobuf.message import Message
 
 from parley.session.v1 import session_pb2
-from tests.integration.edge.grpc_web import Reply, call, client_from, random_loopback
+from tests.integration.edge.grpc_web import Reply, call, random_loopback
 
 M = TypeVar("M", bound=Message)
+
+#: GetAdminOverview reads a day of the ledger; on a loaded machine that took 9 s.
+CALL_TIMEOUT_S = 30.0
 
 
 class ApiError(AssertionError):
@@ -38,7 +42,8 @@ class Edge:
         return await asyncio.to_thread(self._call, method, request, headers)
 
     def _call(self, method: str, request: Message, headers: dict[str, str]) -> Reply:
-        with client_from(random_loopback()) as client:
+        source = httpx.HTTPTransport(local_address=random_loopback())
+        with httpx.Client(transport=source, timeout=CALL_TIMEOUT_S) as client:
             return call(client, (self.host, self.port), method, request, headers)
 
     async def ok(self, method: str, request: Message, response: type[M], token: str = "") -> M:

@@ -52,16 +52,17 @@ _saved: list[Path] = []
 
 
 class Screenshots:
-    """Saves full-page screenshots by name; the run's summary lists them."""
+    """Saves screenshots by name; the run's summary lists them."""
 
     def __init__(self, folder: Path, docs: Path | None) -> None:
         self.folder = folder
         self.docs = docs
 
-    async def save(self, page: Page, name: str) -> Path:
+    async def save(self, page: Page, name: str, *, full_page: bool = False) -> Path:
+        """The page as the viewport shows it (what a README needs), or all of it."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{name}.png"
-        await page.screenshot(path=str(path), full_page=True)
+        await page.screenshot(path=str(path), full_page=full_page)
         _saved.append(path)
         if self.docs is not None and name in DOCS_SHOTS:
             self.docs.mkdir(parents=True, exist_ok=True)
@@ -184,7 +185,7 @@ async def browsing(
             for index, context in enumerate(made.contexts):
                 for number, page in enumerate(context.pages):
                     name = f"{request.node.name}-failed-{index}-{number}"
-                    await screenshots.save(page, name)
+                    await screenshots.save(page, name, full_page=True)
     finally:
         for context in made.contexts:
             await context.close()

@@ -17,6 +17,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 INDEXED_WITHIN_S = 60.0
 
 
+def into(page: Page, conversation: str) -> Locator:
+    """Links to a message of conversation."""
+    return page.locator(f'a[href^="/c/{conversation}?m="]')
+
+
 async def search(page: Page, query: str, mode: str) -> Locator:
     """Run a search from the search page; the result links."""
     await page.get_by_role("textbox", name="Search your conversations").fill(query)
@@ -27,7 +32,7 @@ async def search(page: Page, query: str, mode: str) -> Locator:
 
 async def search_until_found(page: Page, query: str, mode: str, conversation: str) -> Locator:
     """Search until a result links into conversation (the index follows the writes)."""
-    hits = page.get_by_role("listitem").locator(f'a[href^="/c/{conversation}?m="]')
+    hits = page.get_by_role("listitem").locator(into(page, conversation))
 
     async def found() -> int:
         await search(page, query, mode)
@@ -59,7 +64,7 @@ async def test_a_message_is_found_in_every_mode_and_its_result_opens_it(page: Pa
 
     # Each result sits in a list item with the conversation's title and a snippet.
     hit = hits.first
-    item = page.get_by_role("listitem").filter(has=hit)
+    item = page.get_by_role("listitem").filter(has=into(page, conversation)).first
     await expect(item).to_contain_text(title.strip())
     await expect(item).to_contain_text(word)
     href = await hit.get_attribute("href")
