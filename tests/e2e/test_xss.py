@@ -56,6 +56,9 @@ async def test_markup_in_a_message_and_its_echo_stays_inert(
         await expect(bodies.locator(dangerous)).to_have_count(0)
     hrefs = await bodies.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href') || '')")
     assert not [h for h in hrefs if h.strip().lower().startswith("javascript:")], hrefs
+    # A foreign image left in the page would be a tracking pixel even where the CSP stops it.
+    sources = await bodies.locator("img").evaluate_all("images => images.map(i => i.src)")
+    assert not [src for src in sources if origin(src) != public_url], sources
 
     # Clicking what became of the link does nothing harmful either.
     links = bodies.get_by_text("click", exact=True)
