@@ -1,4 +1,4 @@
-"""The web app's files (web/dist), built with npm and served on loopback for Envoy.
+"""The web app's files, built with npm and served on loopback for Envoy.
 
 Envoy is the only way in: it routes GET and HEAD of every path that is not a gRPC method
 to this server and adds the security headers itself (edge_proxy/envoy.yaml.tmpl). The
@@ -9,6 +9,8 @@ server is Python's http.server with four changes: the types a strict browser nee
 
 `install` builds only when the app's sources changed: a SHA-256 over the files that feed
 `npm run build`, kept as a stamp in the cache. `npm ci` runs only when the lock file changed.
+Each build goes to its own folder named by that hash (written aside, then renamed into
+place), so a stack that rebuilds never pulls files from under another stack's server.
 """
 
 from __future__ import annotations
@@ -83,9 +85,20 @@ def content_hash(root: Path, names: tuple[str, ...]) -> str:
 class WebServer(Server):
     name = "web"
 
+    #: Builds kept beside the current one (other stacks may still serve them).
+    KEEP_BUILDS = 4
+
+    @property
+    def _builds(self) -> Path:
+        return self.cache / "builds"
+
+    def _build_dir(self, sources: str) -> Path:
+        return self._builds / sources[:16]
+
     @property
     def dist(self) -> Path:
-        return WEB_DIR / "dist"
+        """The current build: the folder of the sources' hash in the stamp."""
+        return self._build_dir(self._read(self._build_stamp) or "none")
 
     @property
     def _build_stamp(self) -> Path:
@@ -141,10 +154,29 @@ class WebServer(Server):
             (WEB_DIR / "node_modules" / ".installed").touch()
         # Hashed before the build: a file edited during it makes the next `up` build again.
         sources = content_hash(WEB_DIR, BUILD_INPUTS)
-        progress.run("web: npm run build", [npm, "run", "build"], cwd=WEB_DIR, env=env, log_path=log_path)
-        if not (self.dist / "index.html").is_file():
-            raise RuntimeError(f"npm run build wrote no {self.dist / 'index.html'}; see {log_path}")
+        target = self._build_dir(sources)
+        if not (target / "index.html").is_file():
+            aside = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+            shutil.rmtree(aside, ignore_errors=True)
+            # `npm run build` is `tsc --noEmit && vite build`: the options reach vite.
+            argv = [npm, "run", "build", "--", "--outDir", str(aside), "--emptyOutDir"]
+            progress.run("web: npm run build", argv, cwd=WEB_DIR, env=env, log_path=log_path)
+            if not (aside / "index.html").is_file():
+                raise RuntimeError(f"npm run build wrote no {aside / 'index.html'}; see {log_path}")
+            shutil.rmtree(target, ignore_errors=True)
+            aside.rename(target)
         self._build_stamp.write_text(sources)
+        self._prune(keep=target)
+
+    def _prune(self, keep: Path) -> None:
+        """Remove all but the newest few builds (and any left half-written)."""
+        builds = sorted(
+            (path for path in self._builds.iterdir() if path.is_dir() and path != keep),
+            key=lambda path: path.stat().st_mtime,
+            reverse=True,
+        )
+        for old in builds[self.KEEP_BUILDS - 1 :]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def processes(self) -> list[ProcessSpec]:
         host, port = self.config.host, self.config.port("web_http")
