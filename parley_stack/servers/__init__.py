@@ -32,7 +32,6 @@ TOOLS: dict[str, str] = {
     "kubectl": "parley_stack.servers.tools:KubectlTool",
     "ghz": "parley_stack.servers.tools:GhzTool",
     "grpcurl": "parley_stack.servers.tools:GrpcurlTool",
-    "promtool": "parley_stack.servers.tools:PromtoolTool",
     "chromium": "parley_stack.servers.tools:ChromiumTool",
     "etcd": "parley_stack.servers.kube:EtcdTool",
     "kube-apiserver": "parley_stack.servers.kube:KubeApiserverTool",

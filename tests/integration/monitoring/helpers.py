@@ -94,7 +94,9 @@ async def turn_at_edge(edge: str, person: Person, text: str) -> Transcript:
         )
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str, timeout_s: float = 30) -> None:
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], what: str, timeout_s: float = 30, every_s: float = 0.2
+) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         result = check()
@@ -103,4 +105,4 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str, tim
         if result:
             return
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(every_s)

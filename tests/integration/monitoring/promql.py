@@ -115,8 +115,8 @@ _KEY = re.compile(r"^(\s*)([A-Za-z_]\w*):(?:\s+(.*))?$")
 
 def read_rules(text: str) -> list[Rule]:
     """The rules of a Prometheus rule file written as k8s/monitoring/alerts.yaml is: block
-    style, two-space indents, `|`/`>-` block scalars. (The venv has no YAML library; promtool
-    checks the file as Prometheus reads it.)"""
+    style, two-space indents, `|`/`>-` block scalars. (The venv has no YAML library, and
+    promtool is not part of the stack.)"""
     rules: list[Rule] = []
     lines = text.splitlines()
     group, i = "", 0
