@@ -91,7 +91,7 @@ PUBLIC: dict[str, Route] = {
     **_methods(
         _LEDGER,
         Route("svc_ledger", read=True, limit="token"),
-        "GetUsage ListLineItems GetSpendReport GetBudget GetAdminOverview",
+        "GetUsage ListLineItems GetSpendReport GetBudget GetAdminOverview GetSystemHealth",
     ),
 }
 

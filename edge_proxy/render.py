@@ -66,6 +66,10 @@ class EdgeInputs:
     rate_limit: Address
     #: The web app's static files (web/dist) over plain HTTP/1.1.
     web: Address
+    #: The internal listener: Envoy's own view of each service cluster's health
+    #: (`/clusters/{cluster}/health`, 200 or 503), for svc_ledger's GetSystemHealth. Reachable
+    #: inside the cluster only, never the public listener's address.
+    internal: Address
     #: The `iss` and `aud` an access token must carry (svc_session's settings).
     issuer: str = "https://parley.local/session"
     audience: str = "parley"
@@ -81,6 +85,9 @@ class EdgeInputs:
                     raise ValueError(f"{field.name} must be a plain URL or name, got {value!r}")
             elif field.name != "xff_num_trusted_hops" and not isinstance(value, Address):
                 raise TypeError(f"{field.name} must be an Address, got {value!r}")
+        if self.internal == self.listen or self.internal.port == self.listen.port != 0:
+            # The clusters' health is for the platform's own services, never the internet.
+            raise ValueError("the internal listener must not share the public listener's port")
         if self.admin.host not in _LOOPBACK:
             # The admin interface can drain listeners and quit the server: never off the host.
             raise ValueError(f"the admin interface listens on loopback only, got {self.admin.host!r}")
@@ -91,6 +98,16 @@ class EdgeInputs:
 
 #: Envoy's clusters of the four services, in the template's order.
 CLUSTERS = ("svc_session", "svc_history", "svc_router", "svc_ledger")
+
+
+def cluster_health_path(cluster: str) -> str:
+    """The internal listener's path of one cluster's health: 200 while every host of the
+    cluster passes Envoy's active health checks, 503 otherwise (or while Envoy drains)."""
+    return f"/clusters/{cluster}/health"
+
+
+#: The share of a cluster's hosts that must be healthy for its health path to answer 200.
+CLUSTER_MIN_HEALTHY_PERCENT = 100.0
 
 #: The largest request body (one gRPC message and its 5-byte frame header) the edge takes
 #: for a unary or server-streaming method. A message's text is at most 100,000 characters
@@ -211,6 +228,25 @@ def _web_headers(cache_control: str, cache_action: str) -> str:
     )
 
 
+def _cluster_health_filters() -> str:
+    """One health_check filter per service cluster on the internal listener, each answering
+    its own path from Envoy's view of the cluster (never passed on to the service)."""
+    kind = "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck"
+    blocks = []
+    for cluster in CLUSTERS:
+        path = cluster_health_path(cluster)
+        blocks.append(
+            f"          - name: envoy.filters.http.health_check\n"
+            f"            typed_config:\n"
+            f'              "@type": {kind}\n'
+            f"              pass_through_mode: false\n"
+            f'              headers: [{{name: ":path", string_match: {{exact: "{path}"}}}}]\n'
+            f"              cluster_min_healthy_percentages:\n"
+            f"                {cluster}: {{value: {CLUSTER_MIN_HEALTHY_PERCENT}}}"
+        )
+    return "\n".join(blocks)
+
+
 def render(inputs: EdgeInputs) -> str:
     """The configuration with every ${name} of the template filled in from inputs."""
     values: dict[str, str | int] = {
@@ -218,6 +254,9 @@ def render(inputs: EdgeInputs) -> str:
         "public_port": inputs.listen.port,
         "admin_host": inputs.admin.host,
         "admin_port": inputs.admin.port,
+        "internal_host": inputs.internal.host,
+        "internal_port": inputs.internal.port,
+        "cluster_health_filters": _cluster_health_filters(),
         "xff_num_trusted_hops": inputs.xff_num_trusted_hops,
         "unauthenticated_message": UNAUTHENTICATED_MESSAGE,
         "unauthenticated_details": _unauthenticated_details(),

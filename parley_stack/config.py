@@ -27,6 +27,7 @@ DEFAULT_PORTS: dict[str, int] = {
         "envoy_public": 0,  # the public endpoint: gRPC, gRPC-Web and the web pages
         "envoy_admin": 1,
         "web_http": 2,  # the web app's static files (web/dist), behind Envoy
+        "envoy_internal": 3,  # the clusters' health, for svc_ledger: never public
         "session_grpc": 10,
         "history_grpc": 11,
         "router_grpc": 12,

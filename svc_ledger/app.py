@@ -1,4 +1,5 @@
-"""svc_ledger assembled: schema, prices, the usage consumer, budgets, reports and the servicer.
+"""svc_ledger assembled: schema, prices, the usage consumer, budgets, reports, the system's
+health probes and the servicer.
 
 `LedgerApp.start` is what `python -m svc_ledger` runs and what integration tests start
 in-process against the local stack's real Cassandra, Redis and Pulsar (with svc_session's
@@ -21,9 +22,11 @@ from parley_core.budgets import BudgetState
 from parley_core.catalog import Catalog, load_catalog
 from parley_core.data import DataConnections, open_data
 from parley_core.server import RunningServer, start_server
+from svc_ledger import health_probes
 from svc_ledger.accounts import Accounts
 from svc_ledger.budgets import Budgets
 from svc_ledger.consumer import UsageConsumer, UsageMetrics
+from svc_ledger.health import HealthMetrics, SystemHealth
 from svc_ledger.pricing import PriceBook
 from svc_ledger.reports import Reports
 from svc_ledger.servicer import LedgerServiceServicer, register
@@ -40,6 +43,7 @@ class LedgerApp:
     budgets: Budgets
     consumer: UsageConsumer
     revocations: Revocations
+    health: SystemHealth
     data: DataConnections
 
     @property
@@ -84,7 +88,8 @@ class LedgerApp:
         metrics = UsageMetrics(data.registry)
         accounts = Accounts(store, state, written=metrics.written)
         consumer = UsageConsumer(settings, prices, accounts, metrics, client_factory=pulsar_client)
-        servicer = LedgerServiceServicer(prices, Reports(store), budgets)
+        health = SystemHealth(settings.health, HealthMetrics(data.registry), health_probes.plan)
+        servicer = LedgerServiceServicer(prices, Reports(store), budgets, health)
         keys = key_source if key_source is not None else HttpKeySource(settings.jwks_url)
         revocations = Revocations(data.redis)
         await revocations.start()
@@ -99,6 +104,7 @@ class LedgerApp:
             running = await start_server(settings, add, interceptors=[interceptor], registry=data.registry)
         except BaseException:
             await revocations.close()
+            await health.close()
             raise
         budgets.start()
         consumer.start()
@@ -106,11 +112,12 @@ class LedgerApp:
         # is away: then the API serves anyway and the consumer keeps trying.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(consumer.subscribed.wait(), settings.subscribe_wait_s)
-        return cls(settings, running, store, prices, budgets, consumer, revocations, data)
+        return cls(settings, running, store, prices, budgets, consumer, revocations, health, data)
 
     async def stop(self) -> None:
         await self.server.stop()
         await self.consumer.stop()
         await self.budgets.stop()
         await self.revocations.close()
+        await self.health.close()
         await self.data.close()

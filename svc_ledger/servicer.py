@@ -3,7 +3,7 @@
 Who may read what: a user reads their own usage, line items and budgets (and their API
 keys' budgets), with the `usage.read` scope; another user's are PERMISSION_DENIED before
 anything is read. Admins read anyone's; spend reports, the overview, tier budgets and
-SetBudget are theirs alone.
+SetBudget are theirs alone, and so is the system's health (probed at each call).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from parley_core.paging import offset_page, page_size
 from parley_core.servicer import add_servicer
 from parley_core.wire import from_timestamp, parse_name, timestamp
 from svc_ledger.budgets import Budgets, Standing
+from svc_ledger.health import Component, Kind, State, SystemHealth
 from svc_ledger.pricing import PriceBook
 from svc_ledger.reports import API_KEY, HOUR, MODEL, TIER, Group, Reports, check_range
 from svc_ledger.store import Amounts, BudgetRow, LineItemRow
@@ -46,10 +47,11 @@ _DIMENSIONS = {
 class LedgerServiceServicer:
     """parley.ledger.v1.LedgerService."""
 
-    def __init__(self, prices: PriceBook, reports: Reports, budgets: Budgets) -> None:
+    def __init__(self, prices: PriceBook, reports: Reports, budgets: Budgets, health: SystemHealth) -> None:
         self._prices = prices
         self._reports = reports
         self._budgets = budgets
+        self._health = health
 
     async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:
         user_id = _readable_user(request.name, "name")
@@ -161,6 +163,15 @@ class LedgerServiceServicer:
             ],
         )
 
+    async def GetSystemHealth(
+        self, request: pb.GetSystemHealthRequest, context: Context
+    ) -> pb.GetSystemHealthResponse:
+        _admin()
+        report = await self._health.check(context.time_remaining())
+        return pb.GetSystemHealthResponse(
+            components=[_component(c) for c in report.components], check_time=timestamp(report.check_time)
+        )
+
     # -- conversions ----------------------------------------------------------------------
 
     def _money(self, micros: int) -> common_pb2.Money:
@@ -248,6 +259,35 @@ def _state(standing: Standing) -> pb.BudgetState:
     if standing.exhausted:
         return pb.BUDGET_STATE_EXHAUSTED
     return pb.BUDGET_STATE_WARNING if standing.warning else pb.BUDGET_STATE_OK
+
+
+_KINDS = {
+    Kind.SERVICE: pb.COMPONENT_KIND_SERVICE,
+    Kind.EDGE_CLUSTER: pb.COMPONENT_KIND_EDGE_CLUSTER,
+    Kind.MODEL: pb.COMPONENT_KIND_MODEL,
+    Kind.SEARCH_INDEX: pb.COMPONENT_KIND_SEARCH_INDEX,
+}
+_STATES = {
+    State.HEALTHY: pb.HEALTH_STATE_HEALTHY,
+    State.DEGRADED: pb.HEALTH_STATE_DEGRADED,
+    State.UNHEALTHY: pb.HEALTH_STATE_UNHEALTHY,
+    State.UNKNOWN: pb.HEALTH_STATE_UNKNOWN,
+}
+
+
+def _component(component: Component) -> pb.ComponentHealth:
+    wire = pb.ComponentHealth(
+        name=component.name,
+        kind=_KINDS[component.kind],
+        state=_STATES[component.state],
+        detail=component.detail,
+    )
+    lag = component.index_lag
+    if lag is not None:
+        wire.index_lag.backlog_events = lag.backlog_events
+        if lag.oldest_event_age is not None:
+            wire.index_lag.oldest_event_age.FromTimedelta(lag.oldest_event_age)
+    return wire
 
 
 def _line_item(item: LineItemRow) -> pb.LineItem:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from parley_core.settings import DataServiceSettings
@@ -13,10 +13,40 @@ from parley_core.settings import DataServiceSettings
 _REPOSITORY = Path(__file__).resolve().parent.parent
 
 
+class HealthSettings(BaseModel):
+    """Where GetSystemHealth probes the platform (`PARLEY_LEDGER_HEALTH__*`). An empty value
+    leaves that probe unconfigured: its component is UNKNOWN, "not configured"."""
+
+    #: Each service's gRPC address (`host:port`), asked `grpc.health.v1` Check, by name
+    #: ("svc_session", ..., svc_ledger's own included).
+    services: dict[str, str] = Field(default_factory=dict)
+    #: The search indexer's Prometheus endpoint (`http://host:port/metrics`): it serves no
+    #: gRPC, so it is alive while its gauge says it holds its subscription.
+    indexer_metrics_url: str = ""
+    #: Envoy's internal listener (`http://host:port`), which answers each cluster's health
+    #: (edge_proxy's `/clusters/{cluster}/health`); never Envoy's admin interface.
+    edge_url: str = ""
+    #: The edge's service clusters asked about.
+    edge_clusters: list[str] = Field(
+        default_factory=lambda: ["svc_session", "svc_history", "svc_router", "svc_ledger"]
+    )
+    #: Triton's HTTP endpoint (`http://host:port`), whose repository index says which models
+    #: are ready.
+    triton_url: str = ""
+    #: Pulsar's admin REST API (`http://host:port`), for the search indexer's backlog.
+    pulsar_admin_url: str = ""
+    #: The search indexer's subscription (svc_history's `search.subscription`).
+    index_subscription: str = "search-indexer"
+    #: A backlog above this many events makes the search index DEGRADED.
+    index_backlog_degraded: int = Field(default=1000, ge=0)
+    #: The longest one probe may take (less when the caller's deadline is nearer).
+    probe_timeout_s: float = Field(default=1.0, gt=0)
+
+
 class LedgerSettings(DataServiceSettings):
     """Everything svc_ledger reads from its environment, read once at start-up."""
 
-    model_config = SettingsConfigDict(env_prefix="PARLEY_LEDGER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PARLEY_LEDGER_", env_nested_delimiter="__", extra="ignore")
 
     keyspace: str = "parley_ledger"
     #: The model catalog, whose prices the ledger bills at.
@@ -44,3 +74,6 @@ class LedgerSettings(DataServiceSettings):
     #: it when not), and copies the budgets' limits to Redis again.
     budget_check_s: float = Field(default=1.0, gt=0)
     budget_sync_s: float = Field(default=60.0, gt=0)
+
+    #: What GetSystemHealth probes.
+    health: HealthSettings = Field(default_factory=HealthSettings)

@@ -29,6 +29,7 @@ def local_edge_inputs(config: StackConfig) -> EdgeInputs:
         session_jwks=on_host("session_jwks"),
         rate_limit=on_host("session_internal"),
         web=on_host("web_http"),
+        internal=on_host("envoy_internal"),
     )
 
 
@@ -83,7 +84,11 @@ class EnvoyServer(Server):
                 argv=argv,
                 cwd=REPO_ROOT,
                 ready=lambda: http_ok(f"http://{host}:{admin}/ready"),
-                endpoints={"public": f"{host}:{public}", "admin": f"{host}:{admin}"},
+                endpoints={
+                    "public": f"{host}:{public}",
+                    "admin": f"{host}:{admin}",
+                    "internal": f"http://{host}:{self.config.port('envoy_internal')}",
+                },
                 ready_timeout_s=60,
             )
         ]

@@ -214,4 +214,23 @@ class LedgerService(ParleyService):
             "PARLEY_LEDGER_REDIS_URL": f"redis://{cfg.host}:{cfg.port('redis')}/0",
             "PARLEY_LEDGER_PULSAR_URL": f"pulsar://{cfg.host}:{cfg.port('pulsar')}",
             "PARLEY_LEDGER_JWKS_URL": f"http://{cfg.host}:{cfg.port('session_jwks')}/.well-known/jwks.json",
+            **self._health_environment(),
         }
+
+    def _health_environment(self) -> dict[str, str]:
+        """What GetSystemHealth probes: the services' gRPC health, the indexer's metrics,
+        Envoy's internal listener, Triton's HTTP API, and Pulsar's admin API where the stack
+        has one (Apache Pulsar; pulsar-lite has none, so the index backlog is UNKNOWN)."""
+        cfg = self.config
+        services = {name: f"{cfg.host}:{cfg.port(name.removeprefix('svc_') + '_grpc')}" for name in SERVICES}
+        env = {
+            "PARLEY_LEDGER_HEALTH__SERVICES": json.dumps(services),
+            "PARLEY_LEDGER_HEALTH__INDEXER_METRICS_URL": (
+                f"http://{cfg.host}:{cfg.port('indexer_metrics')}/metrics"
+            ),
+            "PARLEY_LEDGER_HEALTH__EDGE_URL": f"http://{cfg.host}:{cfg.port('envoy_internal')}",
+            "PARLEY_LEDGER_HEALTH__TRITON_URL": f"http://{cfg.host}:{cfg.port('triton_http')}",
+        }
+        if cfg.pulsar == "apache":
+            env["PARLEY_LEDGER_HEALTH__PULSAR_ADMIN_URL"] = f"http://{cfg.host}:{cfg.port('pulsar_http')}"
+        return env

@@ -28,6 +28,7 @@ SPECIFIED_METHODS = {
     "parley.chat.v1.ChatService": {"Chat", "StreamTurn", "CancelTurn", "ResumeTurn", "ListModels"},
     "parley.ledger.v1.LedgerService": {
         "GetUsage", "ListLineItems", "GetSpendReport", "SetBudget", "GetBudget", "GetAdminOverview",
+        "GetSystemHealth",
     },
 }  # fmt: skip
 

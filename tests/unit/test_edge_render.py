@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from edge_proxy.api import ANONYMOUS, PUBLIC
 from edge_proxy.render import (
     ASSET_CACHE,
+    CLUSTERS,
     CONTENT_SECURITY_POLICY,
     MAX_REQUEST_BYTES,
     PAGE_CACHE,
@@ -46,6 +47,7 @@ def _inputs(**changes: object) -> EdgeInputs:
         session_jwks=Address("svc-session.parley.svc", 8081),
         rate_limit=Address("svc-session-internal.parley.svc", 50061),
         web=Address("web.parley.svc", 8000),
+        internal=Address("0.0.0.0", 8090),
     )
     return dataclasses.replace(inputs, **changes)  # type: ignore[arg-type]
 
@@ -427,3 +429,45 @@ def test_web_routes_come_after_every_grpc_route_and_a_grpc_path_is_never_a_page(
     # The web cluster is plain HTTP/1.1: no protocol options.
     web = config.split("  - name: web\n", 1)[1].split("  - name: ", 1)[0]
     assert "http2_protocol_options" not in web
+
+
+def _listener(config: str, name: str) -> str:
+    """One listener's block of the rendered config, up to the next listener or the clusters."""
+    start = config.index(f"  - name: {name}\n")
+    ends = [config.find(mark, start + 1) for mark in ("\n  - name: ", "\n  clusters:")]
+    return config[start : min(end for end in ends if end != -1)]
+
+
+def test_the_internal_listener_answers_each_clusters_health_itself_and_nothing_else() -> None:
+    config = render(_inputs())
+    internal = _listener(config, "internal")
+
+    assert '{address: "0.0.0.0", port_value: 8090}' in internal
+    filters = re.findall(
+        r"- name: envoy\.filters\.http\.health_check\n"
+        r"\s+typed_config:\n"
+        r'\s+"@type": type\.googleapis\.com/envoy\.extensions\.filters\.http\.health_check\.v3\.HealthCheck\n'
+        r"\s+pass_through_mode: false\n"
+        r'\s+headers: \[\{name: ":path", string_match: \{exact: "([^"]+)"\}\}\]\n'
+        r"\s+cluster_min_healthy_percentages:\n\s+(\w+): \{value: 100\.0\}",
+        internal,
+    )
+    assert filters == [(f"/clusters/{c}/health", c) for c in CLUSTERS]
+    # Anything else on it is 404: no route reaches a cluster.
+    assert "direct_response: {status: 404}" in internal
+    assert "cluster:" not in internal
+    # The public listener answers no cluster's health.
+    assert "health_check.v3" not in _listener(config, "public")
+
+
+def test_the_internal_listener_never_shares_the_public_listeners_port() -> None:
+    with pytest.raises(ValueError, match="internal listener"):
+        _inputs(internal=Address("0.0.0.0", 8080))
+    with pytest.raises(ValueError, match="internal listener"):
+        _inputs(internal=Address("127.0.0.1", 8080))
+
+
+def test_the_local_stack_puts_the_internal_listener_on_loopback_at_its_own_port() -> None:
+    stack = StackConfig(port_offset=3000)
+    assert local_edge_inputs(stack).internal == Address(stack.host, stack.port("envoy_internal"))
+    assert stack.port("envoy_internal") not in (stack.port("envoy_public"), stack.port("envoy_admin"))

@@ -13,9 +13,13 @@ import { ModelHealth as Readiness, type Model } from "../gen/parley/chat/v1/chat
 import type { Money } from "../gen/parley/common/v1/common_pb.js";
 import {
   BudgetState,
+  ComponentKind,
+  HealthState,
   SpendDimension,
+  type ComponentHealth,
   type GetAdminOverviewResponse,
   type GetBudgetResponse,
+  type GetSystemHealthResponse,
   type SpendRow,
 } from "../gen/parley/ledger/v1/ledger_pb.js";
 import { Role, type User } from "../gen/parley/session/v1/session_pb.js";
@@ -43,6 +47,9 @@ let byDay: Load<SpendRow[]> = idle;
 let byModel: Load<SpendRow[]> = idle;
 let byUser: Load<SpendRow[]> = idle;
 let models: Load<Model[]> = idle;
+let systemHealth: Load<GetSystemHealthResponse> = idle;
+/** GetSystemHealth is running (the last answer stays on screen meanwhile). */
+let healthChecking = false;
 let users: Load<User[]> = idle;
 let usersNext = "";
 let emailPrefix = "";
@@ -65,6 +72,8 @@ function onPage(element: Element | undefined): void {
   visit++;
   denied = false;
   overview = byDay = byModel = byUser = models = users = budget = idle;
+  systemHealth = idle;
+  healthChecking = false;
   usersNext = "";
   usersError = usersNotice = budgetError = budgetNotice = null;
   updating.clear();
@@ -110,7 +119,24 @@ function loadAll(): void {
   void fetchInto(() => ledger.getAdminOverview({}), (load) => (overview = load));
   void fetchInto(async () => (await chat.listModels({ pageSize: 200 })).models, (load) => (models = load));
   loadReports();
+  loadSystemHealth();
   void loadUsers(false);
+}
+
+function loadSystemHealth(): void {
+  if (healthChecking) return;
+  healthChecking = true;
+  void fetchInto(
+    async () => {
+      try {
+        return await ledger.getSystemHealth({});
+      } finally {
+        healthChecking = false;
+      }
+    },
+    // "Refresh" keeps the last answer on screen while the probes run again.
+    (load) => (systemHealth = load.state === "loading" && systemHealth.state === "ready" ? systemHealth : load),
+  );
 }
 
 async function loadUsers(more: boolean): Promise<void> {
@@ -596,7 +622,75 @@ function budgetsSection(): TemplateResult {
   );
 }
 
-// -- System health: model readiness (the router's view) and the overview's window ---------
+// -- System health: every part probed now (GetSystemHealth), then the models' turns ---------
+
+const STATES: Record<HealthState, [string, string]> = {
+  [HealthState.UNSPECIFIED]: ["Unknown", "tag"],
+  [HealthState.HEALTHY]: ["Healthy", "tag ok"],
+  [HealthState.DEGRADED]: ["Degraded", "tag warn"],
+  [HealthState.UNHEALTHY]: ["Unhealthy", "tag warn"],
+  [HealthState.UNKNOWN]: ["Unknown", "tag"],
+};
+
+const GROUPS: [ComponentKind, string][] = [
+  [ComponentKind.SERVICE, "Services"],
+  [ComponentKind.EDGE_CLUSTER, "Edge clusters"],
+  [ComponentKind.MODEL, "Models"],
+  [ComponentKind.SEARCH_INDEX, "Search index"],
+];
+
+function lagText(component: ComponentHealth): string {
+  const lag = component.indexLag;
+  if (!lag) return "–";
+  const age = lag.oldestEventAge ? `, oldest ${Number(lag.oldestEventAge.seconds).toLocaleString()} s` : "";
+  return `${count(lag.backlogEvents)} events${age}`;
+}
+
+function componentTable(title: string, components: ComponentHealth[], index: boolean): TemplateResult {
+  return scroller(html`<table aria-label=${title}>
+    <thead>
+      <tr>
+        <th scope="col">${title === "Models" ? "Model" : "Name"}</th>
+        <th scope="col">State</th>
+        ${index ? html`<th scope="col" class="num">Backlog</th>` : nothing}
+        <th scope="col">Detail</th>
+      </tr>
+    </thead>
+    <tbody>
+      ${components.map((component) => {
+        const [text, kind] = STATES[component.state];
+        return html`<tr>
+          <th scope="row">${component.kind === ComponentKind.MODEL ? lastId(component.name) : component.name}</th>
+          <td><span class=${kind}>${text}</span></td>
+          ${index ? html`<td class="num">${lagText(component)}</td>` : nothing}
+          <td>${component.detail || "–"}</td>
+        </tr>`;
+      })}
+    </tbody>
+  </table>`);
+}
+
+function componentsBody(value: GetSystemHealthResponse): TemplateResult {
+  const checked = value.checkTime ? when(value.checkTime) : "–";
+  return html`<p class="muted" role="status">Checked ${checked}.</p>
+    ${GROUPS.map(([kind, title]) => {
+      const found = value.components.filter((component) => component.kind === kind);
+      if (found.length === 0) return nothing;
+      return html`<h4>${title}</h4>
+        ${componentTable(title, found, kind === ComponentKind.SEARCH_INDEX)}`;
+    })}`;
+}
+
+function componentsPanel(): TemplateResult {
+  const busy = healthChecking;
+  return html`<div class="section-head">
+      <h3>Components</h3>
+      <button type="button" ?disabled=${busy} @click=${loadSystemHealth}>${busy ? "Checking…" : "Refresh"}</button>
+    </div>
+    ${loaded(systemHealth, componentsBody)}`;
+}
+
+// -- model readiness (the router's view) and the overview's window ---------------------------
 
 const READINESS: Record<Readiness, [string, string]> = {
   [Readiness.UNSPECIFIED]: ["Unknown", "tag"],
@@ -688,7 +782,7 @@ function healthBody(value: GetAdminOverviewResponse): TemplateResult {
 }
 
 function healthSection(): TemplateResult {
-  return section("health", "System health", loaded(overview, healthBody));
+  return section("health", "System health", html`${componentsPanel()} ${loaded(overview, healthBody)}`);
 }
 
 // -- the page ------------------------------------------------------------------------------

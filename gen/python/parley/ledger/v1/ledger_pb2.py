@@ -22,59 +22,72 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from parley.common.v1 import common_pb2 as parley_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dparley/ledger/v1/ledger.proto\x12\x10parley.ledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dparley/common/v1/common.proto\"\x9d\x03\n\x08LineItem\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04turn\x18\x02 \x01(\tR\x04turn\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12\x32\n\x05usage\x18\x04 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12+\n\x04\x63ost\x18\x05 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\x12#\n\rprice_version\x18\x06 \x01(\tR\x0cpriceVersion\x12\x39\n\nusage_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tusageTime\x12@\n\x0cusage_source\x18\x08 \x01(\x0e\x32\x1d.parley.ledger.v1.UsageSourceR\x0busageSource\x12\x17\n\x07\x61pi_key\x18\t \x01(\tR\x06\x61piKey\x12\x12\n\x04tier\x18\n \x01(\tR\x04tier\x12#\n\rfinish_reason\x18\x0b \x01(\tR\x0c\x66inishReason\"\x99\x01\n\nModelUsage\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n\x05turns\x18\x02 \x01(\x03R\x05turns\x12\x32\n\x05usage\x18\x03 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12+\n\x04\x63ost\x18\x04 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\"\x97\x01\n\x0fGetUsageRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"\xa9\x01\n\x10GetUsageResponse\x12\x32\n\x05usage\x18\x01 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12+\n\x04\x63ost\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\x12\x34\n\x06models\x18\x03 \x03(\x0b\x32\x1c.parley.ledger.v1.ModelUsageR\x06models\"\xdc\x01\n\x14ListLineItemsRequest\x12\x16\n\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12\x39\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"z\n\x15ListLineItemsResponse\x12\x39\n\nline_items\x18\x01 \x03(\x0b\x32\x1a.parley.ledger.v1.LineItemR\tlineItems\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x93\x01\n\x08SpendRow\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05turns\x18\x02 \x01(\x03R\x05turns\x12\x32\n\x05usage\x18\x03 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12+\n\x04\x63ost\x18\x04 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\"\x85\x02\n\x15GetSpendReportRequest\x12>\n\tdimension\x18\x01 \x01(\x0e\x32 .parley.ledger.v1.SpendDimensionR\tdimension\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"p\n\x16GetSpendReportResponse\x12.\n\x04rows\x18\x01 \x03(\x0b\x32\x1a.parley.ledger.v1.SpendRowR\x04rows\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xdd\x01\n\x06\x42udget\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x36\n\nsoft_limit\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\tsoftLimit\x12\x36\n\nhard_limit\x18\x03 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\thardLimit\x12;\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x12\n\x04\x65tag\x18\x05 \x01(\tR\x04\x65tag\"D\n\x10SetBudgetRequest\x12\x30\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x18.parley.ledger.v1.BudgetR\x06\x62udget\"E\n\x11SetBudgetResponse\x12\x30\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x18.parley.ledger.v1.BudgetR\x06\x62udget\"&\n\x10GetBudgetRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\xde\x01\n\x11GetBudgetResponse\x12\x30\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x18.parley.ledger.v1.BudgetR\x06\x62udget\x12-\n\x05spent\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x05spent\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32\x1d.parley.ledger.v1.BudgetStateR\x05state\x12\x33\n\x08reserved\x18\x04 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x08reserved\"\xd7\x01\n\x0bModelHealth\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n\x05turns\x18\x02 \x01(\x03R\x05turns\x12!\n\x0c\x66\x61iled_turns\x18\x03 \x01(\x03R\x0b\x66\x61iledTurns\x12#\n\routput_tokens\x18\x04 \x01(\x03R\x0coutputTokens\x12\'\n\x0f\x63\x61ncelled_turns\x18\x05 \x01(\x03R\x0e\x63\x61ncelledTurns\x12+\n\x04\x63ost\x18\x06 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\"W\n\x0bMinuteTurns\x12\x32\n\x06minute\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x06minute\x12\x14\n\x05turns\x18\x02 \x01(\x03R\x05turns\"T\n\x17GetAdminOverviewRequest\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\"\xb9\x03\n\x18GetAdminOverviewResponse\x12!\n\x0c\x61\x63tive_users\x18\x01 \x01(\x03R\x0b\x61\x63tiveUsers\x12\x14\n\x05turns\x18\x02 \x01(\x03R\x05turns\x12\x32\n\x05usage\x18\x03 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12+\n\x04\x63ost\x18\x04 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\x12\x35\n\x06models\x18\x05 \x03(\x0b\x32\x1d.parley.ledger.v1.ModelHealthR\x06models\x12\x37\n\ttop_users\x18\x06 \x03(\x0b\x32\x1a.parley.ledger.v1.SpendRowR\x08topUsers\x12!\n\x0c\x66\x61iled_turns\x18\x07 \x01(\x03R\x0b\x66\x61iledTurns\x12\'\n\x0f\x63\x61ncelled_turns\x18\x08 \x01(\x03R\x0e\x63\x61ncelledTurns\x12G\n\x10turns_per_minute\x18\t \x03(\x0b\x32\x1d.parley.ledger.v1.MinuteTurnsR\x0eturnsPerMinute*_\n\x0bUsageSource\x12\x1c\n\x18USAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12USAGE_SOURCE_MODEL\x10\x01\x12\x1a\n\x16USAGE_SOURCE_ESTIMATED\x10\x02*\xb6\x01\n\x0eSpendDimension\x12\x1f\n\x1bSPEND_DIMENSION_UNSPECIFIED\x10\x00\x12\x17\n\x13SPEND_DIMENSION_DAY\x10\x01\x12\x18\n\x14SPEND_DIMENSION_USER\x10\x02\x12\x18\n\x14SPEND_DIMENSION_TIER\x10\x03\x12\x19\n\x15SPEND_DIMENSION_MODEL\x10\x04\x12\x1b\n\x17SPEND_DIMENSION_API_KEY\x10\x05*v\n\x0b\x42udgetState\x12\x1c\n\x18\x42UDGET_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42UDGET_STATE_OK\x10\x01\x12\x18\n\x14\x42UDGET_STATE_WARNING\x10\x02\x12\x1a\n\x16\x42UDGET_STATE_EXHAUSTED\x10\x03\x32\xc0\x04\n\rLedgerService\x12Q\n\x08GetUsage\x12!.parley.ledger.v1.GetUsageRequest\x1a\".parley.ledger.v1.GetUsageResponse\x12`\n\rListLineItems\x12&.parley.ledger.v1.ListLineItemsRequest\x1a\'.parley.ledger.v1.ListLineItemsResponse\x12\x63\n\x0eGetSpendReport\x12\'.parley.ledger.v1.GetSpendReportRequest\x1a(.parley.ledger.v1.GetSpendReportResponse\x12T\n\tSetBudget\x12\".parley.ledger.v1.SetBudgetRequest\x1a#.parley.ledger.v1.SetBudgetResponse\x12T\n\tGetBudget\x12\".parley.ledger.v1.GetBudgetRequest\x1a#.parley.ledger.v1.GetBudgetResponse\x12i\n\x10GetAdminOverview\x12).parley.ledger.v1.GetAdminOverviewRequest\x1a*.parley.ledger.v1.GetAdminOverviewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dparley/ledger/v1/ledger.proto\x12\x10parley.ledger.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dparley/common/v1/common.proto\"\x9d\x03\n\x08LineItem\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04turn\x18\x02 \x01(\tR\x04turn\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12\x32\n\x05usage\x18\x04 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12+\n\x04\x63ost\x18\x05 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\x12#\n\rprice_version\x18\x06 \x01(\tR\x0cpriceVersion\x12\x39\n\nusage_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tusageTime\x12@\n\x0cusage_source\x18\x08 \x01(\x0e\x32\x1d.parley.ledger.v1.UsageSourceR\x0busageSource\x12\x17\n\x07\x61pi_key\x18\t \x01(\tR\x06\x61piKey\x12\x12\n\x04tier\x18\n \x01(\tR\x04tier\x12#\n\rfinish_reason\x18\x0b \x01(\tR\x0c\x66inishReason\"\x99\x01\n\nModelUsage\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n\x05turns\x18\x02 \x01(\x03R\x05turns\x12\x32\n\x05usage\x18\x03 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12+\n\x04\x63ost\x18\x04 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\"\x97\x01\n\x0fGetUsageRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"\xa9\x01\n\x10GetUsageResponse\x12\x32\n\x05usage\x18\x01 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12+\n\x04\x63ost\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\x12\x34\n\x06models\x18\x03 \x03(\x0b\x32\x1c.parley.ledger.v1.ModelUsageR\x06models\"\xdc\x01\n\x14ListLineItemsRequest\x12\x16\n\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12\x39\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"z\n\x15ListLineItemsResponse\x12\x39\n\nline_items\x18\x01 \x03(\x0b\x32\x1a.parley.ledger.v1.LineItemR\tlineItems\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x93\x01\n\x08SpendRow\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05turns\x18\x02 \x01(\x03R\x05turns\x12\x32\n\x05usage\x18\x03 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12+\n\x04\x63ost\x18\x04 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\"\x85\x02\n\x15GetSpendReportRequest\x12>\n\tdimension\x18\x01 \x01(\x0e\x32 .parley.ledger.v1.SpendDimensionR\tdimension\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"p\n\x16GetSpendReportResponse\x12.\n\x04rows\x18\x01 \x03(\x0b\x32\x1a.parley.ledger.v1.SpendRowR\x04rows\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xdd\x01\n\x06\x42udget\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x36\n\nsoft_limit\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\tsoftLimit\x12\x36\n\nhard_limit\x18\x03 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\thardLimit\x12;\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x12\n\x04\x65tag\x18\x05 \x01(\tR\x04\x65tag\"D\n\x10SetBudgetRequest\x12\x30\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x18.parley.ledger.v1.BudgetR\x06\x62udget\"E\n\x11SetBudgetResponse\x12\x30\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x18.parley.ledger.v1.BudgetR\x06\x62udget\"&\n\x10GetBudgetRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\xde\x01\n\x11GetBudgetResponse\x12\x30\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x18.parley.ledger.v1.BudgetR\x06\x62udget\x12-\n\x05spent\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x05spent\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32\x1d.parley.ledger.v1.BudgetStateR\x05state\x12\x33\n\x08reserved\x18\x04 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x08reserved\"\xd7\x01\n\x0bModelHealth\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n\x05turns\x18\x02 \x01(\x03R\x05turns\x12!\n\x0c\x66\x61iled_turns\x18\x03 \x01(\x03R\x0b\x66\x61iledTurns\x12#\n\routput_tokens\x18\x04 \x01(\x03R\x0coutputTokens\x12\'\n\x0f\x63\x61ncelled_turns\x18\x05 \x01(\x03R\x0e\x63\x61ncelledTurns\x12+\n\x04\x63ost\x18\x06 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\"W\n\x0bMinuteTurns\x12\x32\n\x06minute\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x06minute\x12\x14\n\x05turns\x18\x02 \x01(\x03R\x05turns\"T\n\x17GetAdminOverviewRequest\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\"\xb9\x03\n\x18GetAdminOverviewResponse\x12!\n\x0c\x61\x63tive_users\x18\x01 \x01(\x03R\x0b\x61\x63tiveUsers\x12\x14\n\x05turns\x18\x02 \x01(\x03R\x05turns\x12\x32\n\x05usage\x18\x03 \x01(\x0b\x32\x1c.parley.common.v1.TokenUsageR\x05usage\x12+\n\x04\x63ost\x18\x04 \x01(\x0b\x32\x17.parley.common.v1.MoneyR\x04\x63ost\x12\x35\n\x06models\x18\x05 \x03(\x0b\x32\x1d.parley.ledger.v1.ModelHealthR\x06models\x12\x37\n\ttop_users\x18\x06 \x03(\x0b\x32\x1a.parley.ledger.v1.SpendRowR\x08topUsers\x12!\n\x0c\x66\x61iled_turns\x18\x07 \x01(\x03R\x0b\x66\x61iledTurns\x12\'\n\x0f\x63\x61ncelled_turns\x18\x08 \x01(\x03R\x0e\x63\x61ncelledTurns\x12G\n\x10turns_per_minute\x18\t \x03(\x0b\x32\x1d.parley.ledger.v1.MinuteTurnsR\x0eturnsPerMinute\"v\n\x08IndexLag\x12%\n\x0e\x62\x61\x63klog_events\x18\x01 \x01(\x03R\rbacklogEvents\x12\x43\n\x10oldest_event_age\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0eoldestEventAge\"\xe0\x01\n\x0f\x43omponentHealth\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x33\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.parley.ledger.v1.ComponentKindR\x04kind\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32\x1d.parley.ledger.v1.HealthStateR\x05state\x12\x16\n\x06\x64\x65tail\x18\x04 \x01(\tR\x06\x64\x65tail\x12\x37\n\tindex_lag\x18\x05 \x01(\x0b\x32\x1a.parley.ledger.v1.IndexLagR\x08indexLag\"\x18\n\x16GetSystemHealthRequest\"\x97\x01\n\x17GetSystemHealthResponse\x12\x41\n\ncomponents\x18\x01 \x03(\x0b\x32!.parley.ledger.v1.ComponentHealthR\ncomponents\x12\x39\n\ncheck_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcheckTime*_\n\x0bUsageSource\x12\x1c\n\x18USAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12USAGE_SOURCE_MODEL\x10\x01\x12\x1a\n\x16USAGE_SOURCE_ESTIMATED\x10\x02*\xb6\x01\n\x0eSpendDimension\x12\x1f\n\x1bSPEND_DIMENSION_UNSPECIFIED\x10\x00\x12\x17\n\x13SPEND_DIMENSION_DAY\x10\x01\x12\x18\n\x14SPEND_DIMENSION_USER\x10\x02\x12\x18\n\x14SPEND_DIMENSION_TIER\x10\x03\x12\x19\n\x15SPEND_DIMENSION_MODEL\x10\x04\x12\x1b\n\x17SPEND_DIMENSION_API_KEY\x10\x05*v\n\x0b\x42udgetState\x12\x1c\n\x18\x42UDGET_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42UDGET_STATE_OK\x10\x01\x12\x18\n\x14\x42UDGET_STATE_WARNING\x10\x02\x12\x1a\n\x16\x42UDGET_STATE_EXHAUSTED\x10\x03*\xa7\x01\n\rComponentKind\x12\x1e\n\x1a\x43OMPONENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43OMPONENT_KIND_SERVICE\x10\x01\x12\x1f\n\x1b\x43OMPONENT_KIND_EDGE_CLUSTER\x10\x02\x12\x18\n\x14\x43OMPONENT_KIND_MODEL\x10\x03\x12\x1f\n\x1b\x43OMPONENT_KIND_SEARCH_INDEX\x10\x04*\x96\x01\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x19\n\x15HEALTH_STATE_DEGRADED\x10\x02\x12\x1a\n\x16HEALTH_STATE_UNHEALTHY\x10\x03\x12\x18\n\x14HEALTH_STATE_UNKNOWN\x10\x04\x32\xa8\x05\n\rLedgerService\x12Q\n\x08GetUsage\x12!.parley.ledger.v1.GetUsageRequest\x1a\".parley.ledger.v1.GetUsageResponse\x12`\n\rListLineItems\x12&.parley.ledger.v1.ListLineItemsRequest\x1a\'.parley.ledger.v1.ListLineItemsResponse\x12\x63\n\x0eGetSpendReport\x12\'.parley.ledger.v1.GetSpendReportRequest\x1a(.parley.ledger.v1.GetSpendReportResponse\x12T\n\tSetBudget\x12\".parley.ledger.v1.SetBudgetRequest\x1a#.parley.ledger.v1.SetBudgetResponse\x12T\n\tGetBudget\x12\".parley.ledger.v1.GetBudgetRequest\x1a#.parley.ledger.v1.GetBudgetResponse\x12i\n\x10GetAdminOverview\x12).parley.ledger.v1.GetAdminOverviewRequest\x1a*.parley.ledger.v1.GetAdminOverviewResponse\x12\x66\n\x0fGetSystemHealth\x12(.parley.ledger.v1.GetSystemHealthRequest\x1a).parley.ledger.v1.GetSystemHealthResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.ledger.v1.ledger_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USAGESOURCE']._serialized_start=3355
-  _globals['_USAGESOURCE']._serialized_end=3450
-  _globals['_SPENDDIMENSION']._serialized_start=3453
-  _globals['_SPENDDIMENSION']._serialized_end=3635
-  _globals['_BUDGETSTATE']._serialized_start=3637
-  _globals['_BUDGETSTATE']._serialized_end=3755
-  _globals['_LINEITEM']._serialized_start=116
-  _globals['_LINEITEM']._serialized_end=529
-  _globals['_MODELUSAGE']._serialized_start=532
-  _globals['_MODELUSAGE']._serialized_end=685
-  _globals['_GETUSAGEREQUEST']._serialized_start=688
-  _globals['_GETUSAGEREQUEST']._serialized_end=839
-  _globals['_GETUSAGERESPONSE']._serialized_start=842
-  _globals['_GETUSAGERESPONSE']._serialized_end=1011
-  _globals['_LISTLINEITEMSREQUEST']._serialized_start=1014
-  _globals['_LISTLINEITEMSREQUEST']._serialized_end=1234
-  _globals['_LISTLINEITEMSRESPONSE']._serialized_start=1236
-  _globals['_LISTLINEITEMSRESPONSE']._serialized_end=1358
-  _globals['_SPENDROW']._serialized_start=1361
-  _globals['_SPENDROW']._serialized_end=1508
-  _globals['_GETSPENDREPORTREQUEST']._serialized_start=1511
-  _globals['_GETSPENDREPORTREQUEST']._serialized_end=1772
-  _globals['_GETSPENDREPORTRESPONSE']._serialized_start=1774
-  _globals['_GETSPENDREPORTRESPONSE']._serialized_end=1886
-  _globals['_BUDGET']._serialized_start=1889
-  _globals['_BUDGET']._serialized_end=2110
-  _globals['_SETBUDGETREQUEST']._serialized_start=2112
-  _globals['_SETBUDGETREQUEST']._serialized_end=2180
-  _globals['_SETBUDGETRESPONSE']._serialized_start=2182
-  _globals['_SETBUDGETRESPONSE']._serialized_end=2251
-  _globals['_GETBUDGETREQUEST']._serialized_start=2253
-  _globals['_GETBUDGETREQUEST']._serialized_end=2291
-  _globals['_GETBUDGETRESPONSE']._serialized_start=2294
-  _globals['_GETBUDGETRESPONSE']._serialized_end=2516
-  _globals['_MODELHEALTH']._serialized_start=2519
-  _globals['_MODELHEALTH']._serialized_end=2734
-  _globals['_MINUTETURNS']._serialized_start=2736
-  _globals['_MINUTETURNS']._serialized_end=2823
-  _globals['_GETADMINOVERVIEWREQUEST']._serialized_start=2825
-  _globals['_GETADMINOVERVIEWREQUEST']._serialized_end=2909
-  _globals['_GETADMINOVERVIEWRESPONSE']._serialized_start=2912
-  _globals['_GETADMINOVERVIEWRESPONSE']._serialized_end=3353
-  _globals['_LEDGERSERVICE']._serialized_start=3758
-  _globals['_LEDGERSERVICE']._serialized_end=4334
+  _globals['_USAGESOURCE']._serialized_start=3914
+  _globals['_USAGESOURCE']._serialized_end=4009
+  _globals['_SPENDDIMENSION']._serialized_start=4012
+  _globals['_SPENDDIMENSION']._serialized_end=4194
+  _globals['_BUDGETSTATE']._serialized_start=4196
+  _globals['_BUDGETSTATE']._serialized_end=4314
+  _globals['_COMPONENTKIND']._serialized_start=4317
+  _globals['_COMPONENTKIND']._serialized_end=4484
+  _globals['_HEALTHSTATE']._serialized_start=4487
+  _globals['_HEALTHSTATE']._serialized_end=4637
+  _globals['_LINEITEM']._serialized_start=148
+  _globals['_LINEITEM']._serialized_end=561
+  _globals['_MODELUSAGE']._serialized_start=564
+  _globals['_MODELUSAGE']._serialized_end=717
+  _globals['_GETUSAGEREQUEST']._serialized_start=720
+  _globals['_GETUSAGEREQUEST']._serialized_end=871
+  _globals['_GETUSAGERESPONSE']._serialized_start=874
+  _globals['_GETUSAGERESPONSE']._serialized_end=1043
+  _globals['_LISTLINEITEMSREQUEST']._serialized_start=1046
+  _globals['_LISTLINEITEMSREQUEST']._serialized_end=1266
+  _globals['_LISTLINEITEMSRESPONSE']._serialized_start=1268
+  _globals['_LISTLINEITEMSRESPONSE']._serialized_end=1390
+  _globals['_SPENDROW']._serialized_start=1393
+  _globals['_SPENDROW']._serialized_end=1540
+  _globals['_GETSPENDREPORTREQUEST']._serialized_start=1543
+  _globals['_GETSPENDREPORTREQUEST']._serialized_end=1804
+  _globals['_GETSPENDREPORTRESPONSE']._serialized_start=1806
+  _globals['_GETSPENDREPORTRESPONSE']._serialized_end=1918
+  _globals['_BUDGET']._serialized_start=1921
+  _globals['_BUDGET']._serialized_end=2142
+  _globals['_SETBUDGETREQUEST']._serialized_start=2144
+  _globals['_SETBUDGETREQUEST']._serialized_end=2212
+  _globals['_SETBUDGETRESPONSE']._serialized_start=2214
+  _globals['_SETBUDGETRESPONSE']._serialized_end=2283
+  _globals['_GETBUDGETREQUEST']._serialized_start=2285
+  _globals['_GETBUDGETREQUEST']._serialized_end=2323
+  _globals['_GETBUDGETRESPONSE']._serialized_start=2326
+  _globals['_GETBUDGETRESPONSE']._serialized_end=2548
+  _globals['_MODELHEALTH']._serialized_start=2551
+  _globals['_MODELHEALTH']._serialized_end=2766
+  _globals['_MINUTETURNS']._serialized_start=2768
+  _globals['_MINUTETURNS']._serialized_end=2855
+  _globals['_GETADMINOVERVIEWREQUEST']._serialized_start=2857
+  _globals['_GETADMINOVERVIEWREQUEST']._serialized_end=2941
+  _globals['_GETADMINOVERVIEWRESPONSE']._serialized_start=2944
+  _globals['_GETADMINOVERVIEWRESPONSE']._serialized_end=3385
+  _globals['_INDEXLAG']._serialized_start=3387
+  _globals['_INDEXLAG']._serialized_end=3505
+  _globals['_COMPONENTHEALTH']._serialized_start=3508
+  _globals['_COMPONENTHEALTH']._serialized_end=3732
+  _globals['_GETSYSTEMHEALTHREQUEST']._serialized_start=3734
+  _globals['_GETSYSTEMHEALTHREQUEST']._serialized_end=3758
+  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_start=3761
+  _globals['_GETSYSTEMHEALTHRESPONSE']._serialized_end=3912
+  _globals['_LEDGERSERVICE']._serialized_start=4640
+  _globals['_LEDGERSERVICE']._serialized_end=5320
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from parley.common.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
@@ -29,6 +30,22 @@ class BudgetState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUDGET_STATE_OK: _ClassVar[BudgetState]
     BUDGET_STATE_WARNING: _ClassVar[BudgetState]
     BUDGET_STATE_EXHAUSTED: _ClassVar[BudgetState]
+
+class ComponentKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPONENT_KIND_UNSPECIFIED: _ClassVar[ComponentKind]
+    COMPONENT_KIND_SERVICE: _ClassVar[ComponentKind]
+    COMPONENT_KIND_EDGE_CLUSTER: _ClassVar[ComponentKind]
+    COMPONENT_KIND_MODEL: _ClassVar[ComponentKind]
+    COMPONENT_KIND_SEARCH_INDEX: _ClassVar[ComponentKind]
+
+class HealthState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HEALTH_STATE_UNSPECIFIED: _ClassVar[HealthState]
+    HEALTH_STATE_HEALTHY: _ClassVar[HealthState]
+    HEALTH_STATE_DEGRADED: _ClassVar[HealthState]
+    HEALTH_STATE_UNHEALTHY: _ClassVar[HealthState]
+    HEALTH_STATE_UNKNOWN: _ClassVar[HealthState]
 USAGE_SOURCE_UNSPECIFIED: UsageSource
 USAGE_SOURCE_MODEL: UsageSource
 USAGE_SOURCE_ESTIMATED: UsageSource
@@ -42,6 +59,16 @@ BUDGET_STATE_UNSPECIFIED: BudgetState
 BUDGET_STATE_OK: BudgetState
 BUDGET_STATE_WARNING: BudgetState
 BUDGET_STATE_EXHAUSTED: BudgetState
+COMPONENT_KIND_UNSPECIFIED: ComponentKind
+COMPONENT_KIND_SERVICE: ComponentKind
+COMPONENT_KIND_EDGE_CLUSTER: ComponentKind
+COMPONENT_KIND_MODEL: ComponentKind
+COMPONENT_KIND_SEARCH_INDEX: ComponentKind
+HEALTH_STATE_UNSPECIFIED: HealthState
+HEALTH_STATE_HEALTHY: HealthState
+HEALTH_STATE_DEGRADED: HealthState
+HEALTH_STATE_UNHEALTHY: HealthState
+HEALTH_STATE_UNKNOWN: HealthState
 
 class LineItem(_message.Message):
     __slots__ = ("name", "turn", "model", "usage", "cost", "price_version", "usage_time", "usage_source", "api_key", "tier", "finish_reason")
@@ -252,3 +279,37 @@ class GetAdminOverviewResponse(_message.Message):
     cancelled_turns: int
     turns_per_minute: _containers.RepeatedCompositeFieldContainer[MinuteTurns]
     def __init__(self, active_users: _Optional[int] = ..., turns: _Optional[int] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., cost: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., top_users: _Optional[_Iterable[_Union[SpendRow, _Mapping]]] = ..., failed_turns: _Optional[int] = ..., cancelled_turns: _Optional[int] = ..., turns_per_minute: _Optional[_Iterable[_Union[MinuteTurns, _Mapping]]] = ...) -> None: ...
+
+class IndexLag(_message.Message):
+    __slots__ = ("backlog_events", "oldest_event_age")
+    BACKLOG_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_EVENT_AGE_FIELD_NUMBER: _ClassVar[int]
+    backlog_events: int
+    oldest_event_age: _duration_pb2.Duration
+    def __init__(self, backlog_events: _Optional[int] = ..., oldest_event_age: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ComponentHealth(_message.Message):
+    __slots__ = ("name", "kind", "state", "detail", "index_lag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    INDEX_LAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: ComponentKind
+    state: HealthState
+    detail: str
+    index_lag: IndexLag
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ComponentKind, str]] = ..., state: _Optional[_Union[HealthState, str]] = ..., detail: _Optional[str] = ..., index_lag: _Optional[_Union[IndexLag, _Mapping]] = ...) -> None: ...
+
+class GetSystemHealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetSystemHealthResponse(_message.Message):
+    __slots__ = ("components", "check_time")
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    CHECK_TIME_FIELD_NUMBER: _ClassVar[int]
+    components: _containers.RepeatedCompositeFieldContainer[ComponentHealth]
+    check_time: _timestamp_pb2.Timestamp
+    def __init__(self, components: _Optional[_Iterable[_Union[ComponentHealth, _Mapping]]] = ..., check_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

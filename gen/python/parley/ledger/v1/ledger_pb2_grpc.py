@@ -70,6 +70,11 @@ class LedgerServiceStub(object):
                 request_serializer=parley_dot_ledger_dot_v1_dot_ledger__pb2.GetAdminOverviewRequest.SerializeToString,
                 response_deserializer=parley_dot_ledger_dot_v1_dot_ledger__pb2.GetAdminOverviewResponse.FromString,
                 _registered_method=True)
+        self.GetSystemHealth = channel.unary_unary(
+                '/parley.ledger.v1.LedgerService/GetSystemHealth',
+                request_serializer=parley_dot_ledger_dot_v1_dot_ledger__pb2.GetSystemHealthRequest.SerializeToString,
+                response_deserializer=parley_dot_ledger_dot_v1_dot_ledger__pb2.GetSystemHealthResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer(object):
@@ -123,6 +128,16 @@ class LedgerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSystemHealth(self, request, context):
+        """Probes the platform's parts now and returns their health for the admin pages: each
+        service, the edge's service clusters, the models and the search index. A part that does
+        not answer in time is UNHEALTHY or UNKNOWN with a detail; the call itself still
+        succeeds. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +170,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.GetAdminOverview,
                     request_deserializer=parley_dot_ledger_dot_v1_dot_ledger__pb2.GetAdminOverviewRequest.FromString,
                     response_serializer=parley_dot_ledger_dot_v1_dot_ledger__pb2.GetAdminOverviewResponse.SerializeToString,
+            ),
+            'GetSystemHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSystemHealth,
+                    request_deserializer=parley_dot_ledger_dot_v1_dot_ledger__pb2.GetSystemHealthRequest.FromString,
+                    response_serializer=parley_dot_ledger_dot_v1_dot_ledger__pb2.GetSystemHealthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -325,6 +345,33 @@ class LedgerService(object):
             '/parley.ledger.v1.LedgerService/GetAdminOverview',
             parley_dot_ledger_dot_v1_dot_ledger__pb2.GetAdminOverviewRequest.SerializeToString,
             parley_dot_ledger_dot_v1_dot_ledger__pb2.GetAdminOverviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSystemHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.ledger.v1.LedgerService/GetSystemHealth',
+            parley_dot_ledger_dot_v1_dot_ledger__pb2.GetSystemHealthRequest.SerializeToString,
+            parley_dot_ledger_dot_v1_dot_ledger__pb2.GetSystemHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,16 @@ class LedgerServiceStub:
     ]
     """Returns the platform's vital numbers for the admin pages. Admin only."""
 
+    GetSystemHealth: grpc.UnaryUnaryMultiCallable[
+        parley.ledger.v1.ledger_pb2.GetSystemHealthRequest,
+        parley.ledger.v1.ledger_pb2.GetSystemHealthResponse,
+    ]
+    """Probes the platform's parts now and returns their health for the admin pages: each
+    service, the edge's service clusters, the models and the search index. A part that does
+    not answer in time is UNHEALTHY or UNKNOWN with a detail; the call itself still
+    succeeds. Admin only.
+    """
+
 class LedgerServiceAsyncStub:
     """Usage and money: priced line items, budgets and the operators' reports.
 
@@ -107,6 +117,16 @@ class LedgerServiceAsyncStub:
         parley.ledger.v1.ledger_pb2.GetAdminOverviewResponse,
     ]
     """Returns the platform's vital numbers for the admin pages. Admin only."""
+
+    GetSystemHealth: grpc.aio.UnaryUnaryMultiCallable[
+        parley.ledger.v1.ledger_pb2.GetSystemHealthRequest,
+        parley.ledger.v1.ledger_pb2.GetSystemHealthResponse,
+    ]
+    """Probes the platform's parts now and returns their health for the admin pages: each
+    service, the edge's service clusters, the models and the search index. A part that does
+    not answer in time is UNHEALTHY or UNKNOWN with a detail; the call itself still
+    succeeds. Admin only.
+    """
 
 class LedgerServiceServicer(metaclass=abc.ABCMeta):
     """Usage and money: priced line items, budgets and the operators' reports.
@@ -164,5 +184,17 @@ class LedgerServiceServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[parley.ledger.v1.ledger_pb2.GetAdminOverviewResponse, collections.abc.Awaitable[parley.ledger.v1.ledger_pb2.GetAdminOverviewResponse]]:
         """Returns the platform's vital numbers for the admin pages. Admin only."""
+
+    @abc.abstractmethod
+    def GetSystemHealth(
+        self,
+        request: parley.ledger.v1.ledger_pb2.GetSystemHealthRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[parley.ledger.v1.ledger_pb2.GetSystemHealthResponse, collections.abc.Awaitable[parley.ledger.v1.ledger_pb2.GetSystemHealthResponse]]:
+        """Probes the platform's parts now and returns their health for the admin pages: each
+        service, the edge's service clusters, the models and the search index. A part that does
+        not answer in time is UNHEALTHY or UNKNOWN with a detail; the call itself still
+        succeeds. Admin only.
+        """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

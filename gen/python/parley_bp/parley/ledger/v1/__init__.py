@@ -6,14 +6,20 @@
 __all__ = (
     "Budget",
     "BudgetState",
+    "ComponentHealth",
+    "ComponentKind",
     "GetAdminOverviewRequest",
     "GetAdminOverviewResponse",
     "GetBudgetRequest",
     "GetBudgetResponse",
     "GetSpendReportRequest",
     "GetSpendReportResponse",
+    "GetSystemHealthRequest",
+    "GetSystemHealthResponse",
     "GetUsageRequest",
     "GetUsageResponse",
+    "HealthState",
+    "IndexLag",
     "LedgerServiceStub",
     "LineItem",
     "ListLineItemsRequest",
@@ -86,6 +92,114 @@ class BudgetState(betterproto2.Enum):
             "BUDGET_STATE_OK": 1,
             "BUDGET_STATE_WARNING": 2,
             "BUDGET_STATE_EXHAUSTED": 3,
+        }
+
+
+class ComponentKind(betterproto2.Enum):
+    """
+    What kind of part of the platform a component of GetSystemHealth is.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set.
+    """
+
+    SERVICE = 1
+    """
+    A Parley service, by its gRPC health (`grpc.health.v1`), or the search indexer, by its
+    subscription: "svc_session", "svc_history", "svc_router", "svc_ledger",
+    "svc_history-indexer".
+    """
+
+    EDGE_CLUSTER = 2
+    """
+    One of the edge's (Envoy's) service clusters, as Envoy's own active health checks see
+    it; the name is the cluster's, e.g. "svc_session".
+    """
+
+    MODEL = 3
+    """
+    A model in Triton's model repository; the name is `models/{model}`.
+    """
+
+    SEARCH_INDEX = 4
+    """
+    The search index: how far the search indexer is behind the history events; the name is
+    the indexer's subscription.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "COMPONENT_KIND_UNSPECIFIED",
+            1: "COMPONENT_KIND_SERVICE",
+            2: "COMPONENT_KIND_EDGE_CLUSTER",
+            3: "COMPONENT_KIND_MODEL",
+            4: "COMPONENT_KIND_SEARCH_INDEX",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "COMPONENT_KIND_UNSPECIFIED": 0,
+            "COMPONENT_KIND_SERVICE": 1,
+            "COMPONENT_KIND_EDGE_CLUSTER": 2,
+            "COMPONENT_KIND_MODEL": 3,
+            "COMPONENT_KIND_SEARCH_INDEX": 4,
+        }
+
+
+class HealthState(betterproto2.Enum):
+    """
+    The health of one component.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set.
+    """
+
+    HEALTHY = 1
+    """
+    It answered, and what it said is good.
+    """
+
+    DEGRADED = 2
+    """
+    It works, but not as it should: the search index's backlog is over its threshold.
+    """
+
+    UNHEALTHY = 3
+    """
+    It answered that it is not serving (a model not ready, a cluster below its healthy
+    hosts), or it did not answer in time.
+    """
+
+    UNKNOWN = 4
+    """
+    Its health could not be learned: its probe is not configured, or what would answer it
+    (Pulsar's admin API) did not.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "HEALTH_STATE_UNSPECIFIED",
+            1: "HEALTH_STATE_HEALTHY",
+            2: "HEALTH_STATE_DEGRADED",
+            3: "HEALTH_STATE_UNHEALTHY",
+            4: "HEALTH_STATE_UNKNOWN",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "HEALTH_STATE_UNSPECIFIED": 0,
+            "HEALTH_STATE_HEALTHY": 1,
+            "HEALTH_STATE_DEGRADED": 2,
+            "HEALTH_STATE_UNHEALTHY": 3,
+            "HEALTH_STATE_UNKNOWN": 4,
         }
 
 
@@ -232,6 +346,47 @@ class Budget(betterproto2.Message):
 
 
 default_message_pool.register_message("parley.ledger.v1", "Budget", Budget)
+
+
+@dataclass(eq=False, repr=False)
+class ComponentHealth(betterproto2.Message):
+    """
+    The health of one part of the platform, as probed by GetSystemHealth.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The component: a service or cluster name, `models/{model}`, or the indexer's
+    subscription (see ComponentKind).
+    """
+
+    kind: "ComponentKind" = betterproto2.field(
+        2, betterproto2.TYPE_ENUM, default_factory=lambda: ComponentKind(0)
+    )
+    """
+    What kind of part it is.
+    """
+
+    state: "HealthState" = betterproto2.field(
+        3, betterproto2.TYPE_ENUM, default_factory=lambda: HealthState(0)
+    )
+    """
+    Its health.
+    """
+
+    detail: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    Why, in words for an operator: the status it answered, the error of a failed probe,
+    "not configured". Empty when there is nothing to add to a healthy state.
+    """
+
+    index_lag: "IndexLag | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Set for COMPONENT_KIND_SEARCH_INDEX when Pulsar's admin API answered.
+    """
+
+
+default_message_pool.register_message("parley.ledger.v1", "ComponentHealth", ComponentHealth)
 
 
 @dataclass(eq=False, repr=False)
@@ -421,6 +576,41 @@ default_message_pool.register_message("parley.ledger.v1", "GetSpendReportRespons
 
 
 @dataclass(eq=False, repr=False)
+class GetSystemHealthRequest(betterproto2.Message):
+    """
+    Request for LedgerService.GetSystemHealth.
+    """
+
+    pass
+
+
+default_message_pool.register_message("parley.ledger.v1", "GetSystemHealthRequest", GetSystemHealthRequest)
+
+
+@dataclass(eq=False, repr=False)
+class GetSystemHealthResponse(betterproto2.Message):
+    """
+    Response for LedgerService.GetSystemHealth.
+    """
+
+    components: "list[ComponentHealth]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Every component probed, grouped by kind (services, edge clusters, models, the search
+    index), each group in a fixed order (models by name).
+    """
+
+    check_time: "datetime.datetime | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When the probes started.
+    """
+
+
+default_message_pool.register_message("parley.ledger.v1", "GetSystemHealthResponse", GetSystemHealthResponse)
+
+
+@dataclass(eq=False, repr=False)
 class GetUsageRequest(betterproto2.Message):
     """
     Request for LedgerService.GetUsage.
@@ -474,6 +664,30 @@ class GetUsageResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("parley.ledger.v1", "GetUsageResponse", GetUsageResponse)
+
+
+@dataclass(eq=False, repr=False)
+class IndexLag(betterproto2.Message):
+    """
+    How far the search indexer is behind.
+    """
+
+    backlog_events: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    Events on the indexer's topics that its subscription has not acknowledged yet (Pulsar's
+    msgBacklog, summed over the topics).
+    """
+
+    oldest_event_age: "datetime.timedelta | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Duration, optional=True
+    )
+    """
+    How long the oldest of those events has waited (now minus its publish time); unset when
+    the backlog is empty or Pulsar did not say.
+    """
+
+
+default_message_pool.register_message("parley.ledger.v1", "IndexLag", IndexLag)
 
 
 @dataclass(eq=False, repr=False)
@@ -896,6 +1110,33 @@ class LedgerServiceStub(betterproto2_grpclib.ServiceStub):
             "/parley.ledger.v1.LedgerService/GetAdminOverview",
             message,
             GetAdminOverviewResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_system_health(
+        self,
+        message: "GetSystemHealthRequest | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "GetSystemHealthResponse":
+        """
+        Probes the platform's parts now and returns their health for the admin pages: each
+        service, the edge's service clusters, the models and the search index. A part that does
+        not answer in time is UNHEALTHY or UNKNOWN with a detail; the call itself still
+        succeeds. Admin only.
+        """
+
+        if message is None:
+            message = GetSystemHealthRequest()
+
+        return await self._unary_unary(
+            "/parley.ledger.v1.LedgerService/GetSystemHealth",
+            message,
+            GetSystemHealthResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,

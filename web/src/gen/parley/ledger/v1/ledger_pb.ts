@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Money, TokenUsage } from "../../common/v1/common_pb.js";
 import { file_parley_common_v1_common } from "../../common/v1/common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/ledger/v1/ledger.proto.
  */
 export const file_parley_ledger_v1_ledger: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wYXJsZXkvbGVkZ2VyL3YxL2xlZGdlci5wcm90bxIQcGFybGV5LmxlZGdlci52MSK7AgoITGluZUl0ZW0SDAoEbmFtZRgBIAEoCRIMCgR0dXJuGAIgASgJEg0KBW1vZGVsGAMgASgJEisKBXVzYWdlGAQgASgLMhwucGFybGV5LmNvbW1vbi52MS5Ub2tlblVzYWdlEiUKBGNvc3QYBSABKAsyFy5wYXJsZXkuY29tbW9uLnYxLk1vbmV5EhUKDXByaWNlX3ZlcnNpb24YBiABKAkSLgoKdXNhZ2VfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoMdXNhZ2Vfc291cmNlGAggASgOMh0ucGFybGV5LmxlZGdlci52MS5Vc2FnZVNvdXJjZRIPCgdhcGlfa2V5GAkgASgJEgwKBHRpZXIYCiABKAkSFQoNZmluaXNoX3JlYXNvbhgLIAEoCSJ+CgpNb2RlbFVzYWdlEg0KBW1vZGVsGAEgASgJEg0KBXR1cm5zGAIgASgDEisKBXVzYWdlGAMgASgLMhwucGFybGV5LmNvbW1vbi52MS5Ub2tlblVzYWdlEiUKBGNvc3QYBCABKAsyFy5wYXJsZXkuY29tbW9uLnYxLk1vbmV5In0KD0dldFVzYWdlUmVxdWVzdBIMCgRuYW1lGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKUAQoQR2V0VXNhZ2VSZXNwb25zZRIrCgV1c2FnZRgBIAEoCzIcLnBhcmxleS5jb21tb24udjEuVG9rZW5Vc2FnZRIlCgRjb3N0GAIgASgLMhcucGFybGV5LmNvbW1vbi52MS5Nb25leRIsCgZtb2RlbHMYAyADKAsyHC5wYXJsZXkubGVkZ2VyLnYxLk1vZGVsVXNhZ2UiqwEKFExpc3RMaW5lSXRlbXNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIuCgpzdGFydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYAoVTGlzdExpbmVJdGVtc1Jlc3BvbnNlEi4KCmxpbmVfaXRlbXMYASADKAsyGi5wYXJsZXkubGVkZ2VyLnYxLkxpbmVJdGVtEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ6CghTcGVuZFJvdxILCgNrZXkYASABKAkSDQoFdHVybnMYAiABKAMSKwoFdXNhZ2UYAyABKAsyHC5wYXJsZXkuY29tbW9uLnYxLlRva2VuVXNhZ2USJQoEY29zdBgEIAEoCzIXLnBhcmxleS5jb21tb24udjEuTW9uZXki0QEKFUdldFNwZW5kUmVwb3J0UmVxdWVzdBIzCglkaW1lbnNpb24YASABKA4yIC5wYXJsZXkubGVkZ2VyLnYxLlNwZW5kRGltZW5zaW9uEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJbChZHZXRTcGVuZFJlcG9ydFJlc3BvbnNlEigKBHJvd3MYASADKAsyGi5wYXJsZXkubGVkZ2VyLnYxLlNwZW5kUm93EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKvAQoGQnVkZ2V0EgwKBG5hbWUYASABKAkSKwoKc29mdF9saW1pdBgCIAEoCzIXLnBhcmxleS5jb21tb24udjEuTW9uZXkSKwoKaGFyZF9saW1pdBgDIAEoCzIXLnBhcmxleS5jb21tb24udjEuTW9uZXkSLwoLdXBkYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYBSABKAkiPAoQU2V0QnVkZ2V0UmVxdWVzdBIoCgZidWRnZXQYASABKAsyGC5wYXJsZXkubGVkZ2VyLnYxLkJ1ZGdldCI9ChFTZXRCdWRnZXRSZXNwb25zZRIoCgZidWRnZXQYASABKAsyGC5wYXJsZXkubGVkZ2VyLnYxLkJ1ZGdldCIgChBHZXRCdWRnZXRSZXF1ZXN0EgwKBG5hbWUYASABKAkivgEKEUdldEJ1ZGdldFJlc3BvbnNlEigKBmJ1ZGdldBgBIAEoCzIYLnBhcmxleS5sZWRnZXIudjEuQnVkZ2V0EiYKBXNwZW50GAIgASgLMhcucGFybGV5LmNvbW1vbi52MS5Nb25leRIsCgVzdGF0ZRgDIAEoDjIdLnBhcmxleS5sZWRnZXIudjEuQnVkZ2V0U3RhdGUSKQoIcmVzZXJ2ZWQYBCABKAsyFy5wYXJsZXkuY29tbW9uLnYxLk1vbmV5IpgBCgtNb2RlbEhlYWx0aBINCgVtb2RlbBgBIAEoCRINCgV0dXJucxgCIAEoAxIUCgxmYWlsZWRfdHVybnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIXCg9jYW5jZWxsZWRfdHVybnMYBSABKAMSJQoEY29zdBgGIAEoCzIXLnBhcmxleS5jb21tb24udjEuTW9uZXkiSAoLTWludXRlVHVybnMSKgoGbWludXRlGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgV0dXJucxgCIAEoAyJJChdHZXRBZG1pbk92ZXJ2aWV3UmVxdWVzdBIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLZAgoYR2V0QWRtaW5PdmVydmlld1Jlc3BvbnNlEhQKDGFjdGl2ZV91c2VycxgBIAEoAxINCgV0dXJucxgCIAEoAxIrCgV1c2FnZRgDIAEoCzIcLnBhcmxleS5jb21tb24udjEuVG9rZW5Vc2FnZRIlCgRjb3N0GAQgASgLMhcucGFybGV5LmNvbW1vbi52MS5Nb25leRItCgZtb2RlbHMYBSADKAsyHS5wYXJsZXkubGVkZ2VyLnYxLk1vZGVsSGVhbHRoEi0KCXRvcF91c2VycxgGIAMoCzIaLnBhcmxleS5sZWRnZXIudjEuU3BlbmRSb3cSFAoMZmFpbGVkX3R1cm5zGAcgASgDEhcKD2NhbmNlbGxlZF90dXJucxgIIAEoAxI3ChB0dXJuc19wZXJfbWludXRlGAkgAygLMh0ucGFybGV5LmxlZGdlci52MS5NaW51dGVUdXJucypfCgtVc2FnZVNvdXJjZRIcChhVU0FHRV9TT1VSQ0VfVU5TUEVDSUZJRUQQABIWChJVU0FHRV9TT1VSQ0VfTU9ERUwQARIaChZVU0FHRV9TT1VSQ0VfRVNUSU1BVEVEEAIqtgEKDlNwZW5kRGltZW5zaW9uEh8KG1NQRU5EX0RJTUVOU0lPTl9VTlNQRUNJRklFRBAAEhcKE1NQRU5EX0RJTUVOU0lPTl9EQVkQARIYChRTUEVORF9ESU1FTlNJT05fVVNFUhACEhgKFFNQRU5EX0RJTUVOU0lPTl9USUVSEAMSGQoVU1BFTkRfRElNRU5TSU9OX01PREVMEAQSGwoXU1BFTkRfRElNRU5TSU9OX0FQSV9LRVkQBSp2CgtCdWRnZXRTdGF0ZRIcChhCVURHRVRfU1RBVEVfVU5TUEVDSUZJRUQQABITCg9CVURHRVRfU1RBVEVfT0sQARIYChRCVURHRVRfU1RBVEVfV0FSTklORxACEhoKFkJVREdFVF9TVEFURV9FWEhBVVNURUQQAzLABAoNTGVkZ2VyU2VydmljZRJRCghHZXRVc2FnZRIhLnBhcmxleS5sZWRnZXIudjEuR2V0VXNhZ2VSZXF1ZXN0GiIucGFybGV5LmxlZGdlci52MS5HZXRVc2FnZVJlc3BvbnNlEmAKDUxpc3RMaW5lSXRlbXMSJi5wYXJsZXkubGVkZ2VyLnYxLkxpc3RMaW5lSXRlbXNSZXF1ZXN0GicucGFybGV5LmxlZGdlci52MS5MaXN0TGluZUl0ZW1zUmVzcG9uc2USYwoOR2V0U3BlbmRSZXBvcnQSJy5wYXJsZXkubGVkZ2VyLnYxLkdldFNwZW5kUmVwb3J0UmVxdWVzdBooLnBhcmxleS5sZWRnZXIudjEuR2V0U3BlbmRSZXBvcnRSZXNwb25zZRJUCglTZXRCdWRnZXQSIi5wYXJsZXkubGVkZ2VyLnYxLlNldEJ1ZGdldFJlcXVlc3QaIy5wYXJsZXkubGVkZ2VyLnYxLlNldEJ1ZGdldFJlc3BvbnNlElQKCUdldEJ1ZGdldBIiLnBhcmxleS5sZWRnZXIudjEuR2V0QnVkZ2V0UmVxdWVzdBojLnBhcmxleS5sZWRnZXIudjEuR2V0QnVkZ2V0UmVzcG9uc2USaQoQR2V0QWRtaW5PdmVydmlldxIpLnBhcmxleS5sZWRnZXIudjEuR2V0QWRtaW5PdmVydmlld1JlcXVlc3QaKi5wYXJsZXkubGVkZ2VyLnYxLkdldEFkbWluT3ZlcnZpZXdSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_parley_common_v1_common]);
+  fileDesc("Ch1wYXJsZXkvbGVkZ2VyL3YxL2xlZGdlci5wcm90bxIQcGFybGV5LmxlZGdlci52MSK7AgoITGluZUl0ZW0SDAoEbmFtZRgBIAEoCRIMCgR0dXJuGAIgASgJEg0KBW1vZGVsGAMgASgJEisKBXVzYWdlGAQgASgLMhwucGFybGV5LmNvbW1vbi52MS5Ub2tlblVzYWdlEiUKBGNvc3QYBSABKAsyFy5wYXJsZXkuY29tbW9uLnYxLk1vbmV5EhUKDXByaWNlX3ZlcnNpb24YBiABKAkSLgoKdXNhZ2VfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoMdXNhZ2Vfc291cmNlGAggASgOMh0ucGFybGV5LmxlZGdlci52MS5Vc2FnZVNvdXJjZRIPCgdhcGlfa2V5GAkgASgJEgwKBHRpZXIYCiABKAkSFQoNZmluaXNoX3JlYXNvbhgLIAEoCSJ+CgpNb2RlbFVzYWdlEg0KBW1vZGVsGAEgASgJEg0KBXR1cm5zGAIgASgDEisKBXVzYWdlGAMgASgLMhwucGFybGV5LmNvbW1vbi52MS5Ub2tlblVzYWdlEiUKBGNvc3QYBCABKAsyFy5wYXJsZXkuY29tbW9uLnYxLk1vbmV5In0KD0dldFVzYWdlUmVxdWVzdBIMCgRuYW1lGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKUAQoQR2V0VXNhZ2VSZXNwb25zZRIrCgV1c2FnZRgBIAEoCzIcLnBhcmxleS5jb21tb24udjEuVG9rZW5Vc2FnZRIlCgRjb3N0GAIgASgLMhcucGFybGV5LmNvbW1vbi52MS5Nb25leRIsCgZtb2RlbHMYAyADKAsyHC5wYXJsZXkubGVkZ2VyLnYxLk1vZGVsVXNhZ2UiqwEKFExpc3RMaW5lSXRlbXNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIuCgpzdGFydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYAoVTGlzdExpbmVJdGVtc1Jlc3BvbnNlEi4KCmxpbmVfaXRlbXMYASADKAsyGi5wYXJsZXkubGVkZ2VyLnYxLkxpbmVJdGVtEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ6CghTcGVuZFJvdxILCgNrZXkYASABKAkSDQoFdHVybnMYAiABKAMSKwoFdXNhZ2UYAyABKAsyHC5wYXJsZXkuY29tbW9uLnYxLlRva2VuVXNhZ2USJQoEY29zdBgEIAEoCzIXLnBhcmxleS5jb21tb24udjEuTW9uZXki0QEKFUdldFNwZW5kUmVwb3J0UmVxdWVzdBIzCglkaW1lbnNpb24YASABKA4yIC5wYXJsZXkubGVkZ2VyLnYxLlNwZW5kRGltZW5zaW9uEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJbChZHZXRTcGVuZFJlcG9ydFJlc3BvbnNlEigKBHJvd3MYASADKAsyGi5wYXJsZXkubGVkZ2VyLnYxLlNwZW5kUm93EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKvAQoGQnVkZ2V0EgwKBG5hbWUYASABKAkSKwoKc29mdF9saW1pdBgCIAEoCzIXLnBhcmxleS5jb21tb24udjEuTW9uZXkSKwoKaGFyZF9saW1pdBgDIAEoCzIXLnBhcmxleS5jb21tb24udjEuTW9uZXkSLwoLdXBkYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYBSABKAkiPAoQU2V0QnVkZ2V0UmVxdWVzdBIoCgZidWRnZXQYASABKAsyGC5wYXJsZXkubGVkZ2VyLnYxLkJ1ZGdldCI9ChFTZXRCdWRnZXRSZXNwb25zZRIoCgZidWRnZXQYASABKAsyGC5wYXJsZXkubGVkZ2VyLnYxLkJ1ZGdldCIgChBHZXRCdWRnZXRSZXF1ZXN0EgwKBG5hbWUYASABKAkivgEKEUdldEJ1ZGdldFJlc3BvbnNlEigKBmJ1ZGdldBgBIAEoCzIYLnBhcmxleS5sZWRnZXIudjEuQnVkZ2V0EiYKBXNwZW50GAIgASgLMhcucGFybGV5LmNvbW1vbi52MS5Nb25leRIsCgVzdGF0ZRgDIAEoDjIdLnBhcmxleS5sZWRnZXIudjEuQnVkZ2V0U3RhdGUSKQoIcmVzZXJ2ZWQYBCABKAsyFy5wYXJsZXkuY29tbW9uLnYxLk1vbmV5IpgBCgtNb2RlbEhlYWx0aBINCgVtb2RlbBgBIAEoCRINCgV0dXJucxgCIAEoAxIUCgxmYWlsZWRfdHVybnMYAyABKAMSFQoNb3V0cHV0X3Rva2VucxgEIAEoAxIXCg9jYW5jZWxsZWRfdHVybnMYBSABKAMSJQoEY29zdBgGIAEoCzIXLnBhcmxleS5jb21tb24udjEuTW9uZXkiSAoLTWludXRlVHVybnMSKgoGbWludXRlGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgV0dXJucxgCIAEoAyJJChdHZXRBZG1pbk92ZXJ2aWV3UmVxdWVzdBIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLZAgoYR2V0QWRtaW5PdmVydmlld1Jlc3BvbnNlEhQKDGFjdGl2ZV91c2VycxgBIAEoAxINCgV0dXJucxgCIAEoAxIrCgV1c2FnZRgDIAEoCzIcLnBhcmxleS5jb21tb24udjEuVG9rZW5Vc2FnZRIlCgRjb3N0GAQgASgLMhcucGFybGV5LmNvbW1vbi52MS5Nb25leRItCgZtb2RlbHMYBSADKAsyHS5wYXJsZXkubGVkZ2VyLnYxLk1vZGVsSGVhbHRoEi0KCXRvcF91c2VycxgGIAMoCzIaLnBhcmxleS5sZWRnZXIudjEuU3BlbmRSb3cSFAoMZmFpbGVkX3R1cm5zGAcgASgDEhcKD2NhbmNlbGxlZF90dXJucxgIIAEoAxI3ChB0dXJuc19wZXJfbWludXRlGAkgAygLMh0ucGFybGV5LmxlZGdlci52MS5NaW51dGVUdXJucyJXCghJbmRleExhZxIWCg5iYWNrbG9nX2V2ZW50cxgBIAEoAxIzChBvbGRlc3RfZXZlbnRfYWdlGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIrsBCg9Db21wb25lbnRIZWFsdGgSDAoEbmFtZRgBIAEoCRItCgRraW5kGAIgASgOMh8ucGFybGV5LmxlZGdlci52MS5Db21wb25lbnRLaW5kEiwKBXN0YXRlGAMgASgOMh0ucGFybGV5LmxlZGdlci52MS5IZWFsdGhTdGF0ZRIOCgZkZXRhaWwYBCABKAkSLQoJaW5kZXhfbGFnGAUgASgLMhoucGFybGV5LmxlZGdlci52MS5JbmRleExhZyIYChZHZXRTeXN0ZW1IZWFsdGhSZXF1ZXN0IoABChdHZXRTeXN0ZW1IZWFsdGhSZXNwb25zZRI1Cgpjb21wb25lbnRzGAEgAygLMiEucGFybGV5LmxlZGdlci52MS5Db21wb25lbnRIZWFsdGgSLgoKY2hlY2tfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqXwoLVXNhZ2VTb3VyY2USHAoYVVNBR0VfU09VUkNFX1VOU1BFQ0lGSUVEEAASFgoSVVNBR0VfU09VUkNFX01PREVMEAESGgoWVVNBR0VfU09VUkNFX0VTVElNQVRFRBACKrYBCg5TcGVuZERpbWVuc2lvbhIfChtTUEVORF9ESU1FTlNJT05fVU5TUEVDSUZJRUQQABIXChNTUEVORF9ESU1FTlNJT05fREFZEAESGAoUU1BFTkRfRElNRU5TSU9OX1VTRVIQAhIYChRTUEVORF9ESU1FTlNJT05fVElFUhADEhkKFVNQRU5EX0RJTUVOU0lPTl9NT0RFTBAEEhsKF1NQRU5EX0RJTUVOU0lPTl9BUElfS0VZEAUqdgoLQnVkZ2V0U3RhdGUSHAoYQlVER0VUX1NUQVRFX1VOU1BFQ0lGSUVEEAASEwoPQlVER0VUX1NUQVRFX09LEAESGAoUQlVER0VUX1NUQVRFX1dBUk5JTkcQAhIaChZCVURHRVRfU1RBVEVfRVhIQVVTVEVEEAMqpwEKDUNvbXBvbmVudEtpbmQSHgoaQ09NUE9ORU5UX0tJTkRfVU5TUEVDSUZJRUQQABIaChZDT01QT05FTlRfS0lORF9TRVJWSUNFEAESHwobQ09NUE9ORU5UX0tJTkRfRURHRV9DTFVTVEVSEAISGAoUQ09NUE9ORU5UX0tJTkRfTU9ERUwQAxIfChtDT01QT05FTlRfS0lORF9TRUFSQ0hfSU5ERVgQBCqWAQoLSGVhbHRoU3RhdGUSHAoYSEVBTFRIX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUSEVBTFRIX1NUQVRFX0hFQUxUSFkQARIZChVIRUFMVEhfU1RBVEVfREVHUkFERUQQAhIaChZIRUFMVEhfU1RBVEVfVU5IRUFMVEhZEAMSGAoUSEVBTFRIX1NUQVRFX1VOS05PV04QBDKoBQoNTGVkZ2VyU2VydmljZRJRCghHZXRVc2FnZRIhLnBhcmxleS5sZWRnZXIudjEuR2V0VXNhZ2VSZXF1ZXN0GiIucGFybGV5LmxlZGdlci52MS5HZXRVc2FnZVJlc3BvbnNlEmAKDUxpc3RMaW5lSXRlbXMSJi5wYXJsZXkubGVkZ2VyLnYxLkxpc3RMaW5lSXRlbXNSZXF1ZXN0GicucGFybGV5LmxlZGdlci52MS5MaXN0TGluZUl0ZW1zUmVzcG9uc2USYwoOR2V0U3BlbmRSZXBvcnQSJy5wYXJsZXkubGVkZ2VyLnYxLkdldFNwZW5kUmVwb3J0UmVxdWVzdBooLnBhcmxleS5sZWRnZXIudjEuR2V0U3BlbmRSZXBvcnRSZXNwb25zZRJUCglTZXRCdWRnZXQSIi5wYXJsZXkubGVkZ2VyLnYxLlNldEJ1ZGdldFJlcXVlc3QaIy5wYXJsZXkubGVkZ2VyLnYxLlNldEJ1ZGdldFJlc3BvbnNlElQKCUdldEJ1ZGdldBIiLnBhcmxleS5sZWRnZXIudjEuR2V0QnVkZ2V0UmVxdWVzdBojLnBhcmxleS5sZWRnZXIudjEuR2V0QnVkZ2V0UmVzcG9uc2USaQoQR2V0QWRtaW5PdmVydmlldxIpLnBhcmxleS5sZWRnZXIudjEuR2V0QWRtaW5PdmVydmlld1JlcXVlc3QaKi5wYXJsZXkubGVkZ2VyLnYxLkdldEFkbWluT3ZlcnZpZXdSZXNwb25zZRJmCg9HZXRTeXN0ZW1IZWFsdGgSKC5wYXJsZXkubGVkZ2VyLnYxLkdldFN5c3RlbUhlYWx0aFJlcXVlc3QaKS5wYXJsZXkubGVkZ2VyLnYxLkdldFN5c3RlbUhlYWx0aFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_parley_common_v1_common]);
 
 /**
  * One priced usage event.
@@ -765,6 +765,131 @@ export const GetAdminOverviewResponseSchema: GenMessage<GetAdminOverviewResponse
   messageDesc(file_parley_ledger_v1_ledger, 17);
 
 /**
+ * How far the search indexer is behind.
+ *
+ * @generated from message parley.ledger.v1.IndexLag
+ */
+export type IndexLag = Message<"parley.ledger.v1.IndexLag"> & {
+  /**
+   * Events on the indexer's topics that its subscription has not acknowledged yet (Pulsar's
+   * msgBacklog, summed over the topics).
+   *
+   * @generated from field: int64 backlog_events = 1;
+   */
+  backlogEvents: bigint;
+
+  /**
+   * How long the oldest of those events has waited (now minus its publish time); unset when
+   * the backlog is empty or Pulsar did not say.
+   *
+   * @generated from field: google.protobuf.Duration oldest_event_age = 2;
+   */
+  oldestEventAge?: Duration | undefined;
+};
+
+/**
+ * Describes the message parley.ledger.v1.IndexLag.
+ * Use `create(IndexLagSchema)` to create a new message.
+ */
+export const IndexLagSchema: GenMessage<IndexLag> = /*@__PURE__*/
+  messageDesc(file_parley_ledger_v1_ledger, 18);
+
+/**
+ * The health of one part of the platform, as probed by GetSystemHealth.
+ *
+ * @generated from message parley.ledger.v1.ComponentHealth
+ */
+export type ComponentHealth = Message<"parley.ledger.v1.ComponentHealth"> & {
+  /**
+   * The component: a service or cluster name, `models/{model}`, or the indexer's
+   * subscription (see ComponentKind).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * What kind of part it is.
+   *
+   * @generated from field: parley.ledger.v1.ComponentKind kind = 2;
+   */
+  kind: ComponentKind;
+
+  /**
+   * Its health.
+   *
+   * @generated from field: parley.ledger.v1.HealthState state = 3;
+   */
+  state: HealthState;
+
+  /**
+   * Why, in words for an operator: the status it answered, the error of a failed probe,
+   * "not configured". Empty when there is nothing to add to a healthy state.
+   *
+   * @generated from field: string detail = 4;
+   */
+  detail: string;
+
+  /**
+   * Set for COMPONENT_KIND_SEARCH_INDEX when Pulsar's admin API answered.
+   *
+   * @generated from field: parley.ledger.v1.IndexLag index_lag = 5;
+   */
+  indexLag?: IndexLag | undefined;
+};
+
+/**
+ * Describes the message parley.ledger.v1.ComponentHealth.
+ * Use `create(ComponentHealthSchema)` to create a new message.
+ */
+export const ComponentHealthSchema: GenMessage<ComponentHealth> = /*@__PURE__*/
+  messageDesc(file_parley_ledger_v1_ledger, 19);
+
+/**
+ * Request for LedgerService.GetSystemHealth.
+ *
+ * @generated from message parley.ledger.v1.GetSystemHealthRequest
+ */
+export type GetSystemHealthRequest = Message<"parley.ledger.v1.GetSystemHealthRequest"> & {
+};
+
+/**
+ * Describes the message parley.ledger.v1.GetSystemHealthRequest.
+ * Use `create(GetSystemHealthRequestSchema)` to create a new message.
+ */
+export const GetSystemHealthRequestSchema: GenMessage<GetSystemHealthRequest> = /*@__PURE__*/
+  messageDesc(file_parley_ledger_v1_ledger, 20);
+
+/**
+ * Response for LedgerService.GetSystemHealth.
+ *
+ * @generated from message parley.ledger.v1.GetSystemHealthResponse
+ */
+export type GetSystemHealthResponse = Message<"parley.ledger.v1.GetSystemHealthResponse"> & {
+  /**
+   * Every component probed, grouped by kind (services, edge clusters, models, the search
+   * index), each group in a fixed order (models by name).
+   *
+   * @generated from field: repeated parley.ledger.v1.ComponentHealth components = 1;
+   */
+  components: ComponentHealth[];
+
+  /**
+   * When the probes started.
+   *
+   * @generated from field: google.protobuf.Timestamp check_time = 2;
+   */
+  checkTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.ledger.v1.GetSystemHealthResponse.
+ * Use `create(GetSystemHealthResponseSchema)` to create a new message.
+ */
+export const GetSystemHealthResponseSchema: GenMessage<GetSystemHealthResponse> = /*@__PURE__*/
+  messageDesc(file_parley_ledger_v1_ledger, 21);
+
+/**
  * Where a line item's token counts come from.
  *
  * @generated from enum parley.ledger.v1.UsageSource
@@ -896,6 +1021,108 @@ export const BudgetStateSchema: GenEnum<BudgetState> = /*@__PURE__*/
   enumDesc(file_parley_ledger_v1_ledger, 2);
 
 /**
+ * What kind of part of the platform a component of GetSystemHealth is.
+ *
+ * @generated from enum parley.ledger.v1.ComponentKind
+ */
+export enum ComponentKind {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: COMPONENT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A Parley service, by its gRPC health (`grpc.health.v1`), or the search indexer, by its
+   * subscription: "svc_session", "svc_history", "svc_router", "svc_ledger",
+   * "svc_history-indexer".
+   *
+   * @generated from enum value: COMPONENT_KIND_SERVICE = 1;
+   */
+  SERVICE = 1,
+
+  /**
+   * One of the edge's (Envoy's) service clusters, as Envoy's own active health checks see
+   * it; the name is the cluster's, e.g. "svc_session".
+   *
+   * @generated from enum value: COMPONENT_KIND_EDGE_CLUSTER = 2;
+   */
+  EDGE_CLUSTER = 2,
+
+  /**
+   * A model in Triton's model repository; the name is `models/{model}`.
+   *
+   * @generated from enum value: COMPONENT_KIND_MODEL = 3;
+   */
+  MODEL = 3,
+
+  /**
+   * The search index: how far the search indexer is behind the history events; the name is
+   * the indexer's subscription.
+   *
+   * @generated from enum value: COMPONENT_KIND_SEARCH_INDEX = 4;
+   */
+  SEARCH_INDEX = 4,
+}
+
+/**
+ * Describes the enum parley.ledger.v1.ComponentKind.
+ */
+export const ComponentKindSchema: GenEnum<ComponentKind> = /*@__PURE__*/
+  enumDesc(file_parley_ledger_v1_ledger, 3);
+
+/**
+ * The health of one component.
+ *
+ * @generated from enum parley.ledger.v1.HealthState
+ */
+export enum HealthState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: HEALTH_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * It answered, and what it said is good.
+   *
+   * @generated from enum value: HEALTH_STATE_HEALTHY = 1;
+   */
+  HEALTHY = 1,
+
+  /**
+   * It works, but not as it should: the search index's backlog is over its threshold.
+   *
+   * @generated from enum value: HEALTH_STATE_DEGRADED = 2;
+   */
+  DEGRADED = 2,
+
+  /**
+   * It answered that it is not serving (a model not ready, a cluster below its healthy
+   * hosts), or it did not answer in time.
+   *
+   * @generated from enum value: HEALTH_STATE_UNHEALTHY = 3;
+   */
+  UNHEALTHY = 3,
+
+  /**
+   * Its health could not be learned: its probe is not configured, or what would answer it
+   * (Pulsar's admin API) did not.
+   *
+   * @generated from enum value: HEALTH_STATE_UNKNOWN = 4;
+   */
+  UNKNOWN = 4,
+}
+
+/**
+ * Describes the enum parley.ledger.v1.HealthState.
+ */
+export const HealthStateSchema: GenEnum<HealthState> = /*@__PURE__*/
+  enumDesc(file_parley_ledger_v1_ledger, 4);
+
+/**
  * Usage and money: priced line items, budgets and the operators' reports.
  *
  * Users read their own usage, line items and budgets; admin methods need the `admin` role.
@@ -965,6 +1192,19 @@ export const LedgerService: GenService<{
     methodKind: "unary";
     input: typeof GetAdminOverviewRequestSchema;
     output: typeof GetAdminOverviewResponseSchema;
+  },
+  /**
+   * Probes the platform's parts now and returns their health for the admin pages: each
+   * service, the edge's service clusters, the models and the search index. A part that does
+   * not answer in time is UNHEALTHY or UNKNOWN with a detail; the call itself still
+   * succeeds. Admin only.
+   *
+   * @generated from rpc parley.ledger.v1.LedgerService.GetSystemHealth
+   */
+  getSystemHealth: {
+    methodKind: "unary";
+    input: typeof GetSystemHealthRequestSchema;
+    output: typeof GetSystemHealthResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_ledger_v1_ledger, 0);
