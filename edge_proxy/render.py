@@ -76,6 +76,9 @@ class EdgeInputs:
     #: Trusted proxies (a cloud load balancer, say) in front of Envoy that append the address
     #: they saw to X-Forwarded-For. 0: Envoy is the edge and the TCP peer is the client.
     xff_num_trusted_hops: int = 0
+    #: An OpenTelemetry collector's OTLP/gRPC receiver: Envoy sends a span of every request
+    #: to it. None: Envoy records no span (it still passes a client's traceparent on).
+    otlp: Address | None = None
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -83,6 +86,8 @@ class EdgeInputs:
             if field.name in ("issuer", "audience"):
                 if not isinstance(value, str) or not _CLAIM.fullmatch(value):
                     raise ValueError(f"{field.name} must be a plain URL or name, got {value!r}")
+            elif field.name == "otlp" and value is None:
+                continue
             elif field.name != "xff_num_trusted_hops" and not isinstance(value, Address):
                 raise TypeError(f"{field.name} must be an Address, got {value!r}")
         if self.internal == self.listen or self.internal.port == self.listen.port != 0:
@@ -247,6 +252,42 @@ def _cluster_health_filters() -> str:
     return "\n".join(blocks)
 
 
+def _tracing(otlp: Address | None) -> tuple[str, str]:
+    """The public listener's `tracing` block and the collector's cluster ("" for both
+    without a collector)."""
+    if otlp is None:
+        return "", ""
+    tracing = """\
+          tracing:
+            random_sampling: {value: 100}
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                service_name: envoy
+                grpc_service:
+                  envoy_grpc: {cluster_name: otlp_collector}
+                  timeout: 1s"""
+    cluster = f"""\
+  # The OpenTelemetry collector that receives Envoy's spans (OTLP over gRPC).
+  - name: otlp_collector
+    type: STRICT_DNS
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
+    load_assignment:
+      cluster_name: otlp_collector
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{address: "{otlp.host}", port_value: {otlp.port}}}"""
+    return tracing, cluster
+
+
 def render(inputs: EdgeInputs) -> str:
     """The configuration with every ${name} of the template filled in from inputs."""
     values: dict[str, str | int] = {
@@ -273,6 +314,7 @@ def render(inputs: EdgeInputs) -> str:
         "issuer": inputs.issuer,
         "audience": inputs.audience,
     }
+    values["tracing"], values["otlp_cluster"] = _tracing(inputs.otlp)
     values["routes"] = "\n".join(_route(path, route) for path, route in PUBLIC.items())
     values["token_rules"] = "\n".join(
         f'              - match: {{path: "{path}"}}\n                requires: {{provider_name: parley}}'

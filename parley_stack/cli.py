@@ -16,7 +16,7 @@ from parley_client.chat import build_parser as chat_parser
 from parley_client.chat import main as chat_main
 from parley_stack.config import StackConfig
 from parley_stack.progress import Progress
-from parley_stack.servers import TOOLS, load
+from parley_stack.servers import EXTRAS, TOOLS, load
 from parley_stack.stack import Stack, StackError
 
 
@@ -40,6 +40,10 @@ def _where(stack: Stack, console: Console) -> None:
         console.print(
             f"  Envoy admin:                               http://{cfg.host}:{cfg.port('envoy_admin')}"
         )
+    if any(r.name == "jaeger" for r in running):
+        console.print(
+            f"  traces (Jaeger query API):                 http://{cfg.host}:{cfg.port('jaeger_query')}"
+        )
     table = Table("process", "pid", "endpoints")
     for row in running:
         endpoints = ", ".join(f"{k}={v}" for k, v in row.endpoints.items())
@@ -53,7 +57,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         with Progress(console) as progress:
-            stack.up(args.only or None, progress)
+            stack.up(args.only or None, progress, extras=args.extras or ())
     except StackError as error:
         console.print(f"[red]parley up failed:[/red] {error}")
         return 1
@@ -148,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--only", nargs="+", metavar="NAME", help="start only these (and what they need)")
     up.add_argument("--cassandra-nodes", type=int, choices=(1, 3), help="Cassandra ring size")
     up.add_argument("--pulsar", choices=("lite", "apache"), help="which Pulsar broker to run")
+    up.add_argument(
+        "--with",
+        dest="extras",
+        action="append",
+        choices=sorted(EXTRAS),
+        metavar="EXTRA",
+        help="also run an extra: tracing (Jaeger; every service exports its spans to it)",
+    )
     up.set_defaults(func=cmd_up)
 
     install = sub.add_parser("install", help="download and build what is missing; start nothing")

@@ -53,6 +53,11 @@ DEFAULT_PORTS: dict[str, int] = {
         "triton_grpc": 71,
         "triton_metrics": 72,
         "llama_http": 73,  # llama-cpp-python's OpenAI-compatible server
+        "jaeger_otlp": 80,  # OTLP over gRPC: the services' and Envoy's spans
+        "jaeger_otlp_http": 81,  # OTLP over HTTP: Triton's spans
+        "jaeger_query": 82,  # the query API (JSON over HTTP)
+        "jaeger_query_grpc": 83,
+        "jaeger_health": 84,
     }.items()
 }
 

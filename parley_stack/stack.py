@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from parley_stack.config import StackConfig
 from parley_stack.process import ProcessTable
 from parley_stack.progress import Progress
-from parley_stack.servers import CATALOG, TOOLS, load
+from parley_stack.servers import CATALOG, DEFAULT_UP, EXTRAS, TOOLS, load
 from parley_stack.servers.base import ProcessSpec, Server
 
 
@@ -66,9 +66,25 @@ class Stack:
                     bar.log(f"installed {server.name} in {time.monotonic() - started:.1f}s")
         return names
 
-    def up(self, only: Iterable[str] | None = None, progress: Progress | None = None) -> list[str]:
-        """Install and start the named servers (default: all) and what they need; idempotent."""
-        names = _closure(only or [*CATALOG, *TOOLS], self.config)
+    def up(
+        self,
+        only: Iterable[str] | None = None,
+        progress: Progress | None = None,
+        *,
+        extras: Iterable[str] = (),
+    ) -> list[str]:
+        """Install and start the named servers (default: all but the extras) and what they
+        need, plus the servers of each named extra (EXTRAS: "tracing"); idempotent.
+
+        A process that runs with another trace export than the stack now gives it (Jaeger
+        was started or stopped since) is restarted.
+        """
+        wanted = [*(only or [*DEFAULT_UP, *TOOLS])]
+        for extra in extras:
+            if extra not in EXTRAS:
+                raise StackError(f"unknown extra {extra!r}; known: {', '.join(EXTRAS)}")
+            wanted.extend(EXTRAS[extra])
+        names = _closure(wanted, self.config)
         own_progress = progress is None
         bar = progress or Progress()
         if own_progress:
@@ -91,8 +107,12 @@ class Stack:
 
     def _start(self, server: Server, bar: Progress) -> None:
         specs = server.processes()
-        if all(self.table.running(s.name) for s in specs) and all(s.ready() for s in specs):
+        stale = [s.name for s in specs if self._exports_elsewhere(s)]
+        if not stale and all(self.table.running(s.name) for s in specs) and all(s.ready() for s in specs):
             return
+        for name in stale:
+            bar.log(f"restarting {name}: its trace export changed")
+            self.table.stop(name)
         started = time.monotonic()
         server.prepare()
         for spec in specs:
@@ -102,6 +122,12 @@ class Stack:
             self._wait_ready(spec)
         server.after_ready()
         bar.log(f"{server.name} ready in {time.monotonic() - started:.1f}s")
+
+    def _exports_elsewhere(self, spec: ProcessSpec) -> bool:
+        """True when spec's process runs, sending its spans somewhere other than spec says
+        (its "otlp" endpoint: where its spans go, absent when it exports none)."""
+        running = self.table.running(spec.name)
+        return running is not None and running.endpoints.get("otlp") != spec.endpoints.get("otlp")
 
     def _wait_ready(self, spec: ProcessSpec) -> None:
         deadline = time.monotonic() + spec.ready_timeout_s

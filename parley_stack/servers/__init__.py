@@ -12,6 +12,8 @@ from parley_stack.servers.base import Server
 
 #: name -> "module:Class", in the order `parley up` starts them.
 CATALOG: dict[str, str] = {
+    # First: whether it runs decides where every later server sends its spans.
+    "jaeger": "parley_stack.servers.jaeger:JaegerServer",
     "redis": "parley_stack.servers.redis:RedisServer",
     "cassandra": "parley_stack.servers.cassandra:CassandraServer",
     "pulsar": "parley_stack.servers.pulsar:PulsarServer",
@@ -25,6 +27,18 @@ CATALOG: dict[str, str] = {
     "web": "parley_stack.servers.web:WebServer",
     "envoy": "parley_stack.servers.envoy:EnvoyServer",
 }
+
+#: Servers a plain `parley up` leaves out, by the `--with` option that adds them. While
+#: Jaeger runs, every process of the stack that can export spans is started exporting them
+#: (parley_stack.servers.jaeger.otlp_endpoint). `parley install` still installs them all.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "tracing": ("jaeger",),
+}
+
+#: What `parley up` starts without --only or --with.
+DEFAULT_UP: tuple[str, ...] = tuple(
+    name for name in CATALOG if not any(name in extra for extra in EXTRAS.values())
+)
 
 #: Command-line tools the tests and benchmarks use; installed, never started.
 TOOLS: dict[str, str] = {

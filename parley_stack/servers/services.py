@@ -17,6 +17,7 @@ from parley_core.stubs import health_stub
 from parley_stack.config import REPO_ROOT, StackConfig
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server
+from parley_stack.servers.jaeger import otlp_endpoint
 
 
 def grpc_serving(host: str, port: int, service: str = "") -> bool:
@@ -80,7 +81,17 @@ class ParleyService(Server):
             f"{prefix}SERVICE_SECRET": service_secret(self.config, self.name),
             f"{prefix}IDENTITY_TARGET": f"{self.config.host}:{self.config.port('session_internal')}",
             "PYTHONUNBUFFERED": "1",
+            **self._tracing_environment(),
         }
+
+    def _tracing_environment(self) -> dict[str, str]:
+        """Where spans go while the stack's Jaeger runs (`parley up --with tracing`)."""
+        otlp = otlp_endpoint(self.config)
+        return {f"PARLEY_{self.key.upper()}_OTLP_ENDPOINT": otlp} if otlp else {}
+
+    def _tracing_endpoints(self) -> dict[str, str]:
+        otlp = otlp_endpoint(self.config)
+        return {"otlp": otlp} if otlp else {}
 
     def processes(self) -> list[ProcessSpec]:
         host, port = self.config.host, self.config.port(f"{self.key}_grpc")
@@ -92,7 +103,11 @@ class ParleyService(Server):
                 env=self.environment(),
                 cwd=REPO_ROOT,
                 ready=lambda: grpc_serving(host, port),
-                endpoints={"grpc": f"{host}:{port}", "metrics": f"{host}:{metrics}"},
+                endpoints={
+                    "grpc": f"{host}:{port}",
+                    "metrics": f"{host}:{metrics}",
+                    **self._tracing_endpoints(),
+                },
                 ready_timeout_s=30,
                 stop_timeout_s=15,
             )
@@ -168,7 +183,7 @@ class HistoryService(ParleyService):
             env=self.environment(),
             cwd=REPO_ROOT,
             ready=lambda: _indexer_subscribed(f"http://{metrics}/metrics"),
-            endpoints={"metrics": metrics},
+            endpoints={"metrics": metrics, **self._tracing_endpoints()},
             ready_timeout_s=30,
             stop_timeout_s=15,
         )

@@ -31,6 +31,7 @@ from parley_stack.config import REPO_ROOT
 from parley_stack.process import ProcessTable
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server, http_ok
+from parley_stack.servers.jaeger import otlp_endpoint
 from parley_stack.servers.wheels import (
     build_wheel,
     install_wheel,
@@ -230,6 +231,19 @@ class TritonServer(Server):
             # ones a killed server left behind.
             "--backend-config", f"python,shm-region-prefix-name={self._shm_prefix}",
         ]  # fmt: skip
+        otlp = otlp_endpoint(self.config, "http")
+        if otlp:
+            # Every inference request traced; the caller's traceparent (gRPC metadata) makes
+            # Triton's spans children of the router's. Triton exports OTLP over HTTP only.
+            argv += [
+                "--trace-config", "mode=opentelemetry",
+                "--trace-config", "rate=1",
+                "--trace-config", "count=-1",
+                "--trace-config", "level=TIMESTAMPS",
+                "--trace-config", f"opentelemetry,url={otlp}/v1/traces",
+                "--trace-config", "opentelemetry,resource=service.name=triton",
+                "--trace-config", "opentelemetry,bsp_schedule_delay=1000",
+            ]  # fmt: skip
         libpython = self._installed().get("libpython_dir", "")
         env = {
             "PATH": os.pathsep.join([str(self._model_env / "bin"), os.environ.get("PATH", os.defpath)]),
@@ -246,6 +260,7 @@ class TritonServer(Server):
                     "http": f"{host}:{http}",
                     "grpc": f"{host}:{grpc}",
                     "metrics": f"{host}:{metrics}",
+                    **({"otlp": otlp} if otlp else {}),
                 },
                 ready_timeout_s=120,
                 stop_timeout_s=30,
