@@ -221,8 +221,11 @@ class ApiServer:
         self.close()
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = (self.workdir / f"{name}.log").open("wb")
-        self._processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir))
+        # The child keeps its own copy of the file descriptor.
+        with (self.workdir / f"{name}.log").open("wb") as log:
+            self._processes.append(
+                subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+            )
 
     def _start(self) -> None:
         client, peer, secure = _free_port(), _free_port(), _free_port()

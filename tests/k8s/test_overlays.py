@@ -118,7 +118,7 @@ def test_a_sound_manifest_is_accepted(cluster: Cluster) -> None:
 def test_a_wrong_field_is_refused(cluster: Cluster) -> None:
     result = cluster.dry_run(_DEPLOYMENT % {"label": "broken", "field": "livenesProbe"})
     assert result.returncode != 0
-    assert 'unknown field "spec.template.spec.containers[0].livenesProbe"' in result.stderr
+    assert 'containers[name="broken"].livenesProbe: field not declared in schema' in result.stderr
 
 
 def test_a_selector_that_does_not_match_its_pods_is_refused(cluster: Cluster) -> None:
