@@ -30,6 +30,7 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from parley_core.catalog import BytesTokenizer, CatalogModel, TextTokenizer, TritonTokenizer
+from parley_core.tracing import inject_headers
 from svc_router.backends._base import ChatMessage
 
 __all__ = [
@@ -211,7 +212,14 @@ class TritonTokenCounter:
         tensor.set_data_from_numpy(np.array([payload], dtype=np.object_))
         outputs = [InferRequestedOutput("message_tokens"), InferRequestedOutput("overhead_tokens")]
         try:
-            result = await self._client.infer(counter, [tensor], outputs=outputs, client_timeout=timeout_s)
+            # headers: Triton's spans of the request join the turn's trace.
+            result = await self._client.infer(
+                counter,
+                [tensor],
+                outputs=outputs,
+                client_timeout=timeout_s,
+                headers=inject_headers(),
+            )
         except InferenceServerException as error:
             raise TokenCountError(
                 "the model's token counter is unavailable",

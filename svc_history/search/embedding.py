@@ -15,6 +15,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
+from parley_core.tracing import inject_headers
 from svc_history.settings import SearchSettings
 
 __all__ = ["Embedder", "EmbeddingUnavailableError", "Vector"]
@@ -47,6 +48,8 @@ class Embedder:
                 [tensor],
                 outputs=[InferRequestedOutput("embedding")],
                 client_timeout=timeout_s or self._settings.call_timeout_s,
+                # Triton's spans of the request join the caller's trace.
+                headers=inject_headers(),
             )
         except InferenceServerException as error:
             raise EmbeddingUnavailableError(str(error.status() or "triton")) from error

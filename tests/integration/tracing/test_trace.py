@@ -184,6 +184,12 @@ async def test_a_turn_through_the_edge_is_one_trace_across_the_services(
     assert _caller(spans, billed) == stream_turn
 
 
+def _streamed(spans: list[Span]) -> list[Span]:
+    """Triton's request spans under the router's client span of the model stream."""
+    calls = {s.span_id for s in spans if s.operation == "triton ModelStreamInfer"}
+    return [s for s in spans if s.service == "triton" and s.parent_id in calls]
+
+
 async def test_triton_s_spans_of_a_turn_are_children_of_the_router_s_model_call(
     edge: str, jaeger_query: str, access_token: str
 ) -> None:
@@ -192,18 +198,19 @@ async def test_triton_s_spans_of_a_turn_are_children_of_the_router_s_model_call(
     for _ in range(3):
         trace_id, client_span = await _turn(edge, access_token)
         spans = await _trace_with(jaeger_query, trace_id, client_span, {"envoy", "svc_router", "triton"}, 20)
-        if "triton" in {s.service for s in spans}:
+        if _streamed(spans):
             break
+    assert _streamed(spans), "three turns' traces got none of Triton's spans"
+    [request] = _streamed(spans)
+    assert request.operation == "InferRequest"
+    assert _caller(spans, _caller(spans, request)) == _stream_turn(spans)
+    # The model's own span is the request's child.
+    assert "parley-scripted" in {s.operation for s in spans if s.parent_id == request.span_id}
+    # Every Triton request of the turn (the answer, the router's token counts) hangs off one
+    # of the router's spans.
     triton = [s for s in spans if s.service == "triton"]
-    assert triton, "no turn's trace got Triton's spans"
     by_id = {span.span_id: span for span in spans}
-    # Triton's request span is the child of the router's client span of the stream; its
-    # other spans (the model, compute) are the request span's descendants.
-    [request] = [s for s in triton if by_id[s.parent_id].service != "triton"]
-    model_call = _caller(spans, request)
-    assert (model_call.service, model_call.operation) == ("svc_router", "triton ModelStreamInfer")
-    assert _caller(spans, model_call) == _stream_turn(spans)
-    assert {s.operation for s in triton} >= {"InferRequest", "parley-scripted"}
+    assert {by_id[s.parent_id].service for s in triton} == {"svc_router", "triton"}
 
 
 async def test_a_request_without_trace_context_starts_its_trace_at_the_edge(
