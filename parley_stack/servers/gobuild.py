@@ -100,8 +100,9 @@ def go_install(
     return target
 
 
-def _download_module(go: str, module: str, version: str, env: dict[str, str]) -> Path:
-    """The folder of module@version in the module cache, downloading it first if needed."""
+def module_info(go: str, module: str, version: str, env: dict[str, str]) -> dict[str, str]:
+    """`go mod download -json module@version`: the module's folder (Dir), go.mod (GoMod), ...;
+    downloaded into the module cache first if needed."""
     completed = subprocess.run(
         [go, "mod", "download", "-json", f"{module}@{version}"],
         env=env,
@@ -113,7 +114,12 @@ def _download_module(go: str, module: str, version: str, env: dict[str, str]) ->
         raise RuntimeError(
             f"go mod download {module}@{version} failed:\n{completed.stdout}{completed.stderr}"
         )
-    info = json.loads(completed.stdout)
+    info: dict[str, str] = json.loads(completed.stdout)
     if info.get("Error"):
         raise RuntimeError(f"go mod download {module}@{version} failed: {info['Error']}")
-    return Path(info["Dir"])
+    return info
+
+
+def _download_module(go: str, module: str, version: str, env: dict[str, str]) -> Path:
+    """The folder of module@version in the module cache, downloading it first if needed."""
+    return Path(module_info(go, module, version, env)["Dir"])

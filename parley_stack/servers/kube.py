@@ -33,7 +33,7 @@ from types import TracebackType
 
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server
-from parley_stack.servers.gobuild import go_binary, go_env
+from parley_stack.servers.gobuild import go_binary, go_env, module_info
 
 KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.7.3"
@@ -133,7 +133,7 @@ class KubeApiserverTool(_GoWrapperBuild):
     binary_name = "kube-apiserver"
 
     def _wrapper(self, env: dict[str, str]) -> tuple[str, str]:
-        info = _go_mod_download(go_binary(), "k8s.io/kubernetes", self.version, env)
+        info = module_info(go_binary(), "k8s.io/kubernetes", self.version, env)
         replacements = staging_replacements(Path(info["GoMod"]).read_text(), self.version)
         main_go = (Path(info["Dir"]) / "cmd" / "kube-apiserver" / "apiserver.go").read_text()
         replace = "\n".join(
@@ -171,24 +171,6 @@ class EtcdTool(_GoWrapperBuild):
             "func main() {\n\tetcdmain.Main(os.Args)\n}\n"
         )
         return go_mod, main_go
-
-
-def _go_mod_download(go: str, module: str, version: str, env: dict[str, str]) -> dict[str, str]:
-    completed = subprocess.run(
-        [go, "mod", "download", "-json", f"{module}@{version}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(
-            f"go mod download {module}@{version} failed:\n{completed.stdout}{completed.stderr}"
-        )
-    info: dict[str, str] = json.loads(completed.stdout)
-    if info.get("Error"):
-        raise RuntimeError(f"go mod download {module}@{version} failed: {info['Error']}")
-    return info
 
 
 class ApiServer:
