@@ -101,8 +101,10 @@ async def test_replayed_usage_events_are_duplicates_and_bill_nothing(local_stack
     await asyncio.to_thread(_publish, url, replayed)
 
     await eventually(
-        lambda: ledger("parley_ledger_events_total", outcome="duplicate") == duplicates + 2,
+        lambda: ledger("parley_ledger_events_total", outcome="duplicate") >= duplicates + 2,
         "the ledger to take the replayed events as duplicates",
     )
     assert await _usage(edge, person) == usage
-    assert ledger("parley_ledger_spend_micros_total") == spent
+    # The counter is the whole ledger's: other users' turns may still be priced meanwhile,
+    # but billing the replay again would have added at least this user's whole cost.
+    assert ledger("parley_ledger_spend_micros_total") - spent < usage.cost.micros
