@@ -134,13 +134,13 @@ class SystemHealth:
             ]
         if not s.triton_url:
             missing.append(Component(TRITON, Kind.MODEL, State.UNKNOWN, "not configured"))
-        if not s.pulsar_admin_url:
+        if not s.pulsar_admin_url and not s.indexer_metrics_url:
             missing.append(
                 Component(
                     s.index_subscription,
                     Kind.SEARCH_INDEX,
                     State.UNKNOWN,
-                    "not configured: no Pulsar admin API to read the indexer's backlog from",
+                    "not configured: neither Pulsar's admin API nor the indexer's metrics",
                 )
             )
         return missing

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from parley_core.events import CONVERSATION_DELETED, MESSAGE_CREATED, USER_DELETED, topic_url
 from parley_core.stubs import health_stub
@@ -52,18 +53,19 @@ def plan(settings: HealthSettings, http: httpx.AsyncClient) -> list[Planned]:
         ]
     if settings.triton_url:
         planned.append(Planned(Kind.MODEL, [TRITON], functools.partial(models, http, settings.triton_url)))
+    subscription = settings.index_subscription
     if settings.pulsar_admin_url:
-        subscription = settings.index_subscription
-        planned.append(
-            Planned(
-                Kind.SEARCH_INDEX,
-                [subscription],
-                functools.partial(
-                    index_lag, http, settings.pulsar_admin_url, subscription, settings.index_backlog_degraded
-                ),
-                failed=State.UNKNOWN,
-            )
+        # The broker's count: every event published and not yet acknowledged.
+        probe = functools.partial(
+            index_lag, http, settings.pulsar_admin_url, subscription, settings.index_backlog_degraded
         )
+        planned.append(Planned(Kind.SEARCH_INDEX, [subscription], probe, failed=State.UNKNOWN))
+    elif settings.indexer_metrics_url:
+        # Without Pulsar's admin API (pulsar-lite): what the indexer holds unindexed.
+        probe = functools.partial(
+            held_by_indexer, http, settings.indexer_metrics_url, subscription, settings.index_backlog_degraded
+        )
+        planned.append(Planned(Kind.SEARCH_INDEX, [subscription], probe, failed=State.UNKNOWN))
     return planned
 
 
@@ -174,6 +176,37 @@ async def index_lag(
         age = max(timedelta(0), datetime.now(UTC) - datetime.fromtimestamp(earliest_ms / 1000, UTC))
     state = State.DEGRADED if backlog > degraded_above else State.HEALTHY
     detail = f"{backlog} events behind" + (f", the oldest {age.total_seconds():.0f} s old" if age else "")
+    return [Component(subscription, Kind.SEARCH_INDEX, state, detail, IndexLag(backlog, age))]
+
+
+async def held_by_indexer(
+    http: httpx.AsyncClient, url: str, subscription: str, degraded_above: int, budget_s: float
+) -> list[Component]:
+    """The lag the indexer reports itself: events received and not yet indexed, and the age
+    of the oldest (its gauges parley_search_index_lag_events and _seconds). It cannot count
+    what the broker has not delivered yet; Pulsar's admin API can (index_lag)."""
+    try:
+        reply = await http.get(url, timeout=budget_s)
+        reply.raise_for_status()
+        gauges = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(reply.text)
+            for sample in family.samples
+        }
+    except (httpx.HTTPError, ValueError) as error:
+        detail = f"the indexer's metrics did not answer: {_error(error)}"
+        return [Component(subscription, Kind.SEARCH_INDEX, State.UNKNOWN, detail)]
+    held = gauges.get("parley_search_index_lag_events")
+    if held is None:
+        detail = "the indexer does not report its lag"
+        return [Component(subscription, Kind.SEARCH_INDEX, State.UNKNOWN, detail)]
+    backlog = int(held)
+    oldest_s = gauges.get("parley_search_index_lag_seconds") or 0.0
+    age = timedelta(seconds=oldest_s) if backlog and oldest_s > 0 else None
+    state = State.DEGRADED if backlog > degraded_above else State.HEALTHY
+    detail = f"{backlog} events held by the indexer, not yet indexed" + (
+        f", the oldest {oldest_s:.0f} s old" if age else ""
+    )
     return [Component(subscription, Kind.SEARCH_INDEX, state, detail, IndexLag(backlog, age))]
 
 
