@@ -453,9 +453,17 @@ def test_the_internal_listener_answers_each_clusters_health_itself_and_nothing_e
         internal,
     )
     assert filters == [(f"/clusters/{c}/health", c) for c in CLUSTERS]
-    # Anything else on it is 404: no route reaches a cluster.
+    # Anything else on it is 404: the one route to a cluster is GET /stats/prometheus to
+    # Envoy's own admin interface on loopback (Prometheus's way in).
     assert "direct_response: {status: 404}" in internal
-    assert "cluster:" not in internal
+    assert re.findall(r"cluster: (\w+)", internal) == ["envoy_admin"]
+    assert re.search(
+        r'path: "/stats/prometheus"\n\s+headers: \[\{name: ":method", string_match: \{exact: "GET"\}\}\]\n'
+        r"\s+route: \{cluster: envoy_admin",
+        internal,
+    )
+    admin_cluster = config[config.index("- name: envoy_admin") :].split("\n  - name:")[0]
+    assert 'socket_address: {address: "127.0.0.1", port_value: 9901}' in admin_cluster
     # The public listener answers no cluster's health.
     assert "health_check.v3" not in _listener(config, "public")
 
