@@ -17,6 +17,7 @@ from pathlib import Path
 
 from parley_stack.config import StackConfig
 from parley_stack.progress import Progress
+from parley_stack.servers.base import Server
 
 #: Where Debian-less Go installs (the official tarball) put the go command.
 _FALLBACK_GO = Path("/usr/local/go/bin/go")
@@ -123,3 +124,35 @@ def module_info(go: str, module: str, version: str, env: dict[str, str]) -> dict
 def _download_module(go: str, module: str, version: str, env: dict[str, str]) -> Path:
     """The folder of module@version in the module cache, downloading it first if needed."""
     return Path(module_info(go, module, version, env)["Dir"])
+
+
+class GoBuilt(Server):
+    """A server or tool built from `module/command@version` into the cache by go_install."""
+
+    module: str
+    command: str
+    version: str
+    #: Build with cgo (a C toolchain), for modules that need it.
+    cgo: bool = False
+
+    @property
+    def binary(self) -> Path:
+        """The binary; one folder per version, so a version bump rebuilds."""
+        return self.cache / self.version / "bin" / self.command.rsplit("/", 1)[-1]
+
+    def is_installed(self) -> bool:
+        return self.binary.is_file()
+
+    def install(self, progress: Progress) -> None:
+        if self.is_installed():
+            return
+        go_install(
+            progress,
+            self.config,
+            module=self.module,
+            command=self.command,
+            version=self.version,
+            bin_dir=self.binary.parent,
+            log_path=self.cache / f"build-{self.version}.log",
+            cgo=self.cgo,
+        )

@@ -2,40 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from parley_stack.progress import Progress
-from parley_stack.servers.base import ProcessSpec, Server
-from parley_stack.servers.gobuild import go_install
+from parley_stack.servers.base import ProcessSpec
+from parley_stack.servers.gobuild import GoBuilt
 
 
-class GoTool(Server):
+class GoTool(GoBuilt):
     """A command-line tool: built into the cache, never started."""
-
-    module: str
-    command: str
-    version: str
-
-    @property
-    def binary(self) -> Path:
-        """The binary; one folder per version, so a version bump rebuilds."""
-        return self.cache / self.version / "bin" / self.command.rsplit("/", 1)[-1]
-
-    def is_installed(self) -> bool:
-        return self.binary.is_file()
-
-    def install(self, progress: Progress) -> None:
-        if self.is_installed():
-            return
-        go_install(
-            progress,
-            self.config,
-            module=self.module,
-            command=self.command,
-            version=self.version,
-            bin_dir=self.binary.parent,
-            log_path=self.cache / f"build-{self.version}.log",
-        )
 
     def processes(self) -> list[ProcessSpec]:
         return []

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from parley_stack.config import StackConfig
 from parley_stack.process import ProcessTable
-from parley_stack.progress import Progress
-from parley_stack.servers.base import ProcessSpec, Server, http_ok
-from parley_stack.servers.gobuild import go_install
+from parley_stack.servers.base import ProcessSpec, http_ok
+from parley_stack.servers.gobuild import GoBuilt
 
 #: Jaeger v2.13.0: the module's own tags are v1.x (the module path has no /v2).
 JAEGER_VERSION = "v1.76.0"
@@ -90,29 +89,11 @@ def otlp_endpoint(config: StackConfig, protocol: str = "grpc") -> str | None:
     return f"http://{config.host}:{config.port('jaeger_otlp_http')}"
 
 
-class JaegerServer(Server):
+class JaegerServer(GoBuilt):
     name = "jaeger"
-
-    @property
-    def binary(self) -> Path:
-        """One folder per version, so a version bump rebuilds."""
-        return self.cache / JAEGER_VERSION / "bin" / "jaeger"
-
-    def is_installed(self) -> bool:
-        return self.binary.is_file()
-
-    def install(self, progress: Progress) -> None:
-        if self.is_installed():
-            return
-        go_install(
-            progress,
-            self.config,
-            module=_MODULE,
-            command=_COMMAND,
-            version=JAEGER_VERSION,
-            bin_dir=self.binary.parent,
-            log_path=self.cache / f"build-{JAEGER_VERSION}.log",
-        )
+    module = _MODULE
+    command = _COMMAND
+    version = JAEGER_VERSION
 
     @property
     def _config_path(self) -> Path:

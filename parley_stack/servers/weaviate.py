@@ -7,11 +7,8 @@ ports; see docs/stack/weaviate.md for which listeners can be held to loopback.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from parley_stack.progress import Progress
-from parley_stack.servers.base import ProcessSpec, Server, http_ok, tcp_open
-from parley_stack.servers.gobuild import go_install
+from parley_stack.servers.base import ProcessSpec, http_ok, tcp_open
+from parley_stack.servers.gobuild import GoBuilt
 
 #: The newest release the Go module proxy serves here (v1.40.x is refused); weaviate-client
 #: 4.24 needs 1.27 or newer.
@@ -24,30 +21,12 @@ _COMMAND = "cmd/weaviate-server"
 _NODE_NAME = "parley-weaviate-0"
 
 
-class WeaviateServer(Server):
+class WeaviateServer(GoBuilt):
     name = "weaviate"
-
-    @property
-    def binary(self) -> Path:
-        """The server binary; one folder per version, so a version bump rebuilds."""
-        return self.cache / WEAVIATE_VERSION / "bin" / "weaviate-server"
-
-    def is_installed(self) -> bool:
-        return self.binary.is_file()
-
-    def install(self, progress: Progress) -> None:
-        if self.is_installed():
-            return
-        go_install(
-            progress,
-            self.config,
-            module=_MODULE,
-            command=_COMMAND,
-            version=WEAVIATE_VERSION,
-            bin_dir=self.binary.parent,
-            log_path=self.cache / f"build-{WEAVIATE_VERSION}.log",
-            cgo=True,
-        )
+    module = _MODULE
+    command = _COMMAND
+    version = WEAVIATE_VERSION
+    cgo = True
 
     def _env(self) -> dict[str, str]:
         host = self.config.host
