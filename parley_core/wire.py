@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 from collections.abc import Collection
 from datetime import UTC, datetime
@@ -59,14 +61,37 @@ def client_address(
 
     It is the connection's peer, unless that peer is one of trusted_proxies (the edge), in
     which case the edge's CLIENT_ADDRESS_HEADER names the client. A header from anyone else
-    is ignored, so a client cannot choose its own address.
+    is ignored, so a client cannot choose its own address. An entry of trusted_proxies is an
+    address or a network (`10.0.0.0/8`: the edge's pods, whose addresses change).
     """
     peer = _peer_address(context.peer() or "")
-    if peer in trusted_proxies:
+    if _trusted(peer, tuple(trusted_proxies)):
         for key, value in context.invocation_metadata() or ():
             if key == CLIENT_ADDRESS_HEADER and isinstance(value, str) and value.strip():
                 return value.strip()
     return peer
+
+
+def _trusted(peer: str, trusted_proxies: tuple[str, ...]) -> bool:
+    if peer in trusted_proxies:
+        return True
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in _networks(trusted_proxies))
+
+
+@functools.lru_cache(maxsize=16)
+def _networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The entries that are networks (or single addresses), parsed once per setting."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            continue  # a host name never matches a peer address
+    return tuple(networks)
 
 
 def _peer_address(peer: str) -> str:

@@ -40,6 +40,18 @@ def test_the_edge_names_the_client() -> None:
     assert _address("ipv4:10.0.0.5:40000", header="198.51.100.1", trusted=("10.0.0.5",)) == "198.51.100.1"
 
 
+def test_a_trusted_network_covers_every_edge_pod_in_it() -> None:
+    trusted = ("10.244.0.0/16", "fd00::/8")
+    assert _address("ipv4:10.244.3.7:40000", header="198.51.100.1", trusted=trusted) == "198.51.100.1"
+    assert _address("ipv6:[fd00::5]:40000", header="198.51.100.2", trusted=trusted) == "198.51.100.2"
+    # Outside the network, or a peer that is no address at all: the header is ignored.
+    assert _address("ipv4:10.245.0.1:40000", header="198.51.100.1", trusted=trusted) == "10.245.0.1"
+    assert _address("unix:/tmp/sock", header="198.51.100.1", trusted=trusted) == "unix:/tmp/sock"
+    # A host name in the setting never matches; a bad entry is skipped, not fatal.
+    odd = ("edge.local", "nonsense/99")
+    assert _address("ipv4:10.0.0.5:1", header="198.51.100.1", trusted=odd) == "10.0.0.5"
+
+
 def test_resource_names_are_parsed_or_refused() -> None:
     assert parse_name("users/u1/sessions/s-2", "users/{user}/sessions/{session}", "name") == {
         "user": "u1",
