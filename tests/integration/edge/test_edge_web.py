@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from edge_proxy.render import CONTENT_SECURITY_POLICY, WEB_HEADERS
-from parley_stack.servers.web import WEB_DIR
+from parley_stack.servers.web import WebServer
+from parley_stack.testing import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -21,15 +22,21 @@ def _get(edge: str, path: str, method: str = "GET") -> httpx.Response:
     return httpx.request(method, f"http://{edge}{path}", timeout=10)
 
 
+@pytest.fixture(scope="module")
+def page(edge: str, local_stack: LocalStack) -> str:
+    """The index.html the stack's web server serves (its current build)."""
+    return (WebServer(local_stack.config).dist / "index.html").read_text()
+
+
 def _security_headers(answer: httpx.Response) -> dict[str, str]:
     return {key: answer.headers.get(key, "") for key in WEB_HEADERS}
 
 
-def test_the_page_comes_from_the_edge_with_a_strict_policy(edge: str) -> None:
+def test_the_page_comes_from_the_edge_with_a_strict_policy(edge: str, page: str) -> None:
     answer = _get(edge, "/")
 
     assert answer.status_code == 200
-    assert answer.text == (WEB_DIR / "dist" / "index.html").read_text()
+    assert answer.text == page
     assert answer.headers["content-type"] == "text/html; charset=utf-8"
     assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
     assert _security_headers(answer) == WEB_HEADERS
@@ -38,11 +45,11 @@ def test_the_page_comes_from_the_edge_with_a_strict_policy(edge: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/reset-password?token=abc", "/c/123", "/settings/"])
-def test_a_path_of_the_app_is_the_page(edge: str, path: str) -> None:
+def test_a_path_of_the_app_is_the_page(edge: str, page: str, path: str) -> None:
     answer = _get(edge, path)
 
     assert answer.status_code == 200
-    assert answer.text == (WEB_DIR / "dist" / "index.html").read_text()
+    assert answer.text == page
     assert answer.headers["cache-control"] == "no-cache"
     assert _security_headers(answer) == WEB_HEADERS
 
