@@ -74,7 +74,7 @@ from bench._measure import cpu_delta, cpu_s, json_ready, percentile
 from parley.common.v1 import common_pb2
 from parley.events.v1 import events_pb2
 from parley_core.budgets import BudgetLimits, BudgetScope, BudgetState, month_of
-from parley_core.cassandra import connect
+from parley_core.cassandra import connect_to
 from parley_core.events import USAGE, topic_url
 from parley_core.logging import configure_logging
 from parley_core.ratelimit import BucketSize, TokenBucketLimiter
@@ -309,7 +309,7 @@ async def ledger_drain(settings: LedgerSettings, count: int, processes: Processe
 
 async def drop_keyspace(settings: LedgerSettings) -> None:
     """The bench's keyspace is of no use after the run; a stack that keeps every one slows."""
-    cluster, session = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
+    cluster, session = await asyncio.to_thread(connect_to, settings)
     try:
         await asyncio.to_thread(session.execute, f"DROP KEYSPACE IF EXISTS {settings.keyspace}", timeout=60)
     except Exception as error:

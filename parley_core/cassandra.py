@@ -1,4 +1,5 @@
-"""Cassandra wiring every service shares: a session at LOCAL_QUORUM and awaitable queries.
+"""Cassandra wiring every service shares: a session at LOCAL_QUORUM, signed in as the
+service's role where the cluster authenticates, and awaitable queries.
 
 The DataStax driver's I/O runs on its own event-loop thread; `execute` bridges its
 ResponseFuture to an asyncio future, so no query ever blocks the service's loop.
@@ -12,14 +13,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from cassandra import ConsistencyLevel
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import PreparedStatement, Statement
 from prometheus_client import CollectorRegistry, Histogram
 
+from parley_core.settings import CassandraSettings
+
 __all__ = [
     "LOCAL_DC",
     "connect",
+    "connect_to",
     "create_keyspace",
     "execute",
     "execute_all",
@@ -30,8 +35,20 @@ __all__ = [
 LOCAL_DC = "datacenter1"
 
 
-def connect(hosts: Sequence[str], port: int, *, request_timeout_s: float = 10.0) -> tuple[Cluster, Session]:
-    """A cluster and session whose statements default to LOCAL_QUORUM (LWTs: LOCAL_SERIAL)."""
+def connect(
+    hosts: Sequence[str],
+    port: int,
+    *,
+    username: str = "",
+    password: str = "",
+    request_timeout_s: float = 10.0,
+) -> tuple[Cluster, Session]:
+    """A cluster and session whose statements default to LOCAL_QUORUM (LWTs: LOCAL_SERIAL).
+
+    With a username it signs in as that role (PasswordAuthenticator); without one it offers
+    no credentials, which only a cluster that does not authenticate accepts. A refused
+    sign-in raises the driver's NoHostAvailable, its `errors` AuthenticationFailed per host.
+    """
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=LOCAL_DC)),
         consistency_level=ConsistencyLevel.LOCAL_QUORUM,
@@ -43,8 +60,32 @@ def connect(hosts: Sequence[str], port: int, *, request_timeout_s: float = 10.0)
         port=port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         protocol_version=5,
+        auth_provider=PlainTextAuthProvider(username, password) if username else None,
     )
     return cluster, cluster.connect()
+
+
+def connect_to(settings: CassandraSettings, *, request_timeout_s: float = 10.0) -> tuple[Cluster, Session]:
+    """`connect` to the cluster settings name, as the role they name (if any).
+
+    Every service opens Cassandra through this, so none can forget the credentials. A
+    username without a password (or the reverse) is a configuration mistake: ValueError,
+    before anything connects.
+    """
+    username, password = settings.cassandra_username, settings.cassandra_password.get_secret_value()
+    if bool(username) != bool(password):
+        given, missing = ("username", "password") if username else ("password", "username")
+        raise ValueError(
+            f"a Cassandra {given} without a {missing}: set both cassandra_username and "
+            "cassandra_password, or neither (no authentication)"
+        )
+    return connect(
+        settings.cassandra_hosts,
+        settings.cassandra_port,
+        username=username,
+        password=password,
+        request_timeout_s=request_timeout_s,
+    )
 
 
 def create_keyspace(session: Session, keyspace: str, replication_factor: int) -> None:

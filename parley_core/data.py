@@ -14,7 +14,7 @@ from cassandra.cluster import Session as CqlSession
 from prometheus_client import CollectorRegistry
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from parley_core.cassandra import connect, observe_requests
+from parley_core.cassandra import connect_to, observe_requests
 from parley_core.logging import configure_logging
 from parley_core.migrations import Migration, migrate, run_cli
 from parley_core.outbox import Outbox, OutboxRelay, PulsarClient
@@ -50,7 +50,7 @@ async def open_data(
     """Connect to Cassandra and bring the keyspace up to migrations, connect to Redis, and
     start the outbox relay (to `pulsar_service`, the broker URL or a client factory;
     default `settings.pulsar_url`)."""
-    cluster, cql = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
+    cluster, cql = await asyncio.to_thread(connect_to, settings)
     await migrate(cql, settings.keyspace, settings.replication_factor, migrations)
     redis = Redis.from_pool(
         BlockingConnectionPool.from_url(
@@ -93,13 +93,5 @@ def run_data_service(
     args = parser.parse_args(argv)
     if args.command == "migrate":
         configure_logging(settings.log_format, settings.log_level)
-        sys.exit(
-            run_cli(
-                settings.cassandra_hosts,
-                settings.cassandra_port,
-                settings.keyspace,
-                settings.replication_factor,
-                migrations,
-            )
-        )
+        sys.exit(run_cli(settings, settings.keyspace, settings.replication_factor, migrations))
     run_until_signal(settings, start)

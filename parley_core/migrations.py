@@ -41,7 +41,8 @@ import structlog
 from cassandra import OperationTimedOut, Unavailable, WriteTimeout
 from cassandra.cluster import ResultSet, Session
 
-from parley_core.cassandra import LOCAL_DC, connect, execute
+from parley_core.cassandra import LOCAL_DC, connect_to, execute
+from parley_core.settings import CassandraSettings
 
 __all__ = [
     "Migration",
@@ -170,8 +171,7 @@ def _default_owner() -> str:
 
 
 def run_cli(
-    hosts: Sequence[str],
-    port: int,
+    cassandra: CassandraSettings,
     keyspace: str,
     replication_factor: int,
     migrations: Sequence[Migration],
@@ -180,13 +180,13 @@ def run_cli(
 
     ```
     if args.command == "migrate":
-        sys.exit(run_cli(settings.cassandra_hosts, settings.cassandra_port, settings.keyspace,
-                         settings.replication_factor, MIGRATIONS))
+        sys.exit(run_cli(settings, settings.keyspace, settings.replication_factor, MIGRATIONS))
     ```
-    The caller configures logging first (parley_core.logging.configure_logging).
+    It connects as the role `cassandra` names (parley_core.cassandra.connect_to). The caller
+    configures logging first (parley_core.logging.configure_logging).
     """
     try:
-        cluster, session = connect(hosts, port)
+        cluster, session = connect_to(cassandra)
     except Exception as error:
         _log.error("migration failed: Cassandra unreachable", keyspace=keyspace, error=repr(error))
         return 1

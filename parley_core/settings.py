@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DataServiceSettings", "ServiceSettings"]
+__all__ = ["CassandraSettings", "DataServiceSettings", "ServiceSettings"]
 
 
 class ServiceSettings(BaseSettings):
@@ -44,13 +44,25 @@ class ServiceSettings(BaseSettings):
         return f"svc_{key}" if key else "parley"
 
 
-class DataServiceSettings(ServiceSettings):
+class CassandraSettings(BaseModel):
+    """Where a service's Cassandra is and whom it signs in as. Mixed into the settings of
+    every service that keeps a keyspace, so it is read under that service's env prefix
+    (PARLEY_HISTORY_CASSANDRA_USERNAME, ...); parley_core.cassandra.connect_to opens it."""
+
+    cassandra_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    cassandra_port: int = 20042
+    #: The role the service signs in as (Cassandra's PasswordAuthenticator), with its
+    #: password; both or neither. Empty (the local stack): no authentication. In Kubernetes
+    #: both come from a Secret (docs/adr/0019-kubernetes.md).
+    cassandra_username: str = ""
+    cassandra_password: SecretStr = SecretStr("")
+
+
+class DataServiceSettings(ServiceSettings, CassandraSettings):
     """A service that keeps a Cassandra keyspace of its own (with its events outbox), uses
     Redis, publishes to Pulsar and verifies users' and services' tokens (svc_history,
     svc_router). Each subclass sets its env prefix and its keyspace's name."""
 
-    cassandra_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
-    cassandra_port: int = 20042
     #: The service's own keyspace (never shared with another service).
     keyspace: str
     #: Replicas per data centre when the keyspace is created (3 in production).

@@ -7,7 +7,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from parley_core.auth import Revocations
-from parley_core.cassandra import connect
+from parley_core.cassandra import connect_to
 from parley_core.errors import RpcError
 from svc_session.app import Domain
 from svc_session.keys import KeyEncryptionKey, KeyRing
@@ -23,7 +23,7 @@ async def grant_admin(settings: SessionSettings, email: str) -> int:
     if settings.key_encryption_key is None:
         print("PARLEY_SESSION_KEY_ENCRYPTION_KEY is not set")
         return 2
-    cluster, cql = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
+    cluster, cql = await asyncio.to_thread(connect_to, settings)
     redis = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s)
     try:
         stores = await asyncio.to_thread(Stores.open, cql, settings.keyspace, settings.replication_factor)

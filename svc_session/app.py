@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from redis.asyncio import Redis
 
 from parley_core.auth import AuthInterceptor, JwtVerifier, Revocations
-from parley_core.cassandra import connect, observe_requests
+from parley_core.cassandra import connect_to, observe_requests
 from parley_core.erasure import UserDeletedConsumer
 from parley_core.server import RunningServer, start_server
 from svc_session.accounts import Accounts
@@ -108,7 +108,7 @@ class SessionApp:
         if settings.key_encryption_key is None:
             raise ValueError("PARLEY_SESSION_KEY_ENCRYPTION_KEY is not set (32 bytes, base64url)")
         kek = KeyEncryptionKey(settings.key_encryption_key.get_secret_value())
-        cluster, cql = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
+        cluster, cql = await asyncio.to_thread(connect_to, settings)
         stores = await asyncio.to_thread(Stores.open, cql, settings.keyspace, settings.replication_factor)
         redis = Redis.from_url(
             settings.redis_url,

@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from parley_core.ratelimit import BucketSize
-from parley_core.settings import ServiceSettings
+from parley_core.settings import CassandraSettings, ServiceSettings
 
 __all__ = ["BucketSize", "SessionSettings"]
 
@@ -21,13 +21,11 @@ def _default_tiers() -> dict[str, BucketSize]:
     }
 
 
-class SessionSettings(ServiceSettings):
+class SessionSettings(ServiceSettings, CassandraSettings):
     """Everything svc_session reads from its environment, read once at start-up."""
 
     model_config = SettingsConfigDict(env_prefix="PARLEY_SESSION_", env_nested_delimiter="__", extra="ignore")
 
-    cassandra_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
-    cassandra_port: int = 20042
     keyspace: str = "parley"
     #: Replicas per data centre when the keyspace is created (3 in production).
     replication_factor: int = 1
@@ -93,6 +91,10 @@ class SessionSettings(ServiceSettings):
     #: against guessing one password from many addresses.
     auth_email_address_bucket: BucketSize = BucketSize(capacity=5, refill_per_s=1 / 60)
     auth_email_bucket: BucketSize = BucketSize(capacity=100, refill_per_s=100 / 3600)
+    #: Per client address, for the edge's routine calls without a token (RefreshToken,
+    #: VerifyEmail, shared pages): roomy enough for an office behind one NAT, a wall
+    #: against a flood of made-up tokens from one address.
+    anonymous_address_bucket: BucketSize = BucketSize(capacity=300, refill_per_s=5.0)
     #: Peers whose `x-parley-client-address` header is believed (the edge proxies); the
     #: sign-in buckets then count the client's address instead of the proxy's.
     trusted_proxies: list[str] = Field(default_factory=list)

@@ -17,7 +17,7 @@ import structlog
 from cassandra.cluster import Cluster
 from prometheus_client import CollectorRegistry, start_http_server
 
-from parley_core.cassandra import connect
+from parley_core.cassandra import connect_to
 from parley_core.migrations import migrate
 from svc_history.search.embedding import Embedder
 from svc_history.search.index import MessageIndex
@@ -36,7 +36,7 @@ async def open_search(
 ) -> AsyncIterator[tuple[Stores, MessageIndex, Embedder]]:
     """History's keyspace (migrated), the index and the embedding model, closed on exit."""
     settings = settings or HistorySettings()
-    cluster, cql = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
+    cluster, cql = await asyncio.to_thread(connect_to, settings)
     index, embedder = MessageIndex(settings.search), Embedder(settings.search)
     try:
         await migrate(cql, settings.keyspace, settings.replication_factor, MIGRATIONS)
@@ -67,7 +67,7 @@ class IndexerApp:
     ) -> IndexerApp:
         """Connect, then follow the events (started means subscribed, unless Pulsar is away:
         then it keeps trying)."""
-        cluster, cql = await asyncio.to_thread(connect, settings.cassandra_hosts, settings.cassandra_port)
+        cluster, cql = await asyncio.to_thread(connect_to, settings)
         await migrate(cql, settings.keyspace, settings.replication_factor, MIGRATIONS)
         registry = CollectorRegistry()
         metrics_port = None
