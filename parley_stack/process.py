@@ -27,6 +27,10 @@ _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "JAVA_HOME", "TMPDIR", "US
 #: when a test session starts and stops a stack in-process.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
+#: How long a process group may take to vanish after SIGKILL before stop gives up loudly
+#: (a process stuck in uninterruptible I/O), instead of waiting forever.
+KILL_WAIT_S = 30.0
+
 
 @dataclass(frozen=True)
 class Running:
@@ -138,8 +142,14 @@ class ProcessTable:
             time.sleep(0.1)
         else:
             _signal_group(pgid, signal.SIGKILL)
+            killed_by = time.monotonic() + KILL_WAIT_S
             while _group_alive(pgid):
                 _reap(running.pid)
+                if time.monotonic() > killed_by:
+                    raise RuntimeError(
+                        f"{name} (process group {pgid}) outlived SIGKILL by {KILL_WAIT_S:.0f} s;"
+                        f" its pid file stays: {self._pidfile(name)}"
+                    )
                 time.sleep(0.05)
         _reap(running.pid)
         self._pidfile(name).unlink(missing_ok=True)

@@ -150,9 +150,12 @@ class OutboxRelay:
                 await self._task
             self._task = None
         async with self._round_lock:
-            for shard in list(self._leases):
+            # All leases at once, under one bound: a slow Cassandra costs stop 5 s, not 5 s a
+            # shard (a lease not given back simply runs out after lease_s).
+            releases = [self._release(shard) for shard in list(self._leases)]
+            if releases:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._release(shard), 5)
+                    await asyncio.wait_for(asyncio.gather(*releases, return_exceptions=True), 5)
             closing = self._drop_client()
             if closing is not None:
                 with contextlib.suppress(Exception):

@@ -1,14 +1,18 @@
 """Fixtures every integration test package may use: the public endpoint, the stack's Triton
-and a client of it."""
+and a client of it, and Apache Pulsar standalone beside the session stack."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from tritonclient.grpc.aio import InferenceServerClient
 
-from parley_stack.testing import LocalStack
+from parley_stack.config import StackConfig
+from parley_stack.testing import LocalStack, side_stack_offset
+
+#: The side stack's slot for Apache Pulsar (other slots are other tests' Cassandra rings).
+APACHE_PULSAR_SLOT = 2
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +39,17 @@ async def triton(triton_grpc: str) -> AsyncIterator[InferenceServerClient]:
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture(scope="session")
+def apache_pulsar() -> Iterator[LocalStack]:
+    """Apache Pulsar standalone (it has the admin API pulsar-lite lacks), started once for
+    the whole run beside the session stack and stopped at its end. Tests share it: each uses
+    topics or subscriptions of its own."""
+    config = StackConfig(pulsar="apache", port_offset=side_stack_offset(APACHE_PULSAR_SLOT))
+    handle = LocalStack(config, reuse=False)
+    try:
+        handle.ensure("pulsar")
+        yield handle
+    finally:
+        handle.close()

@@ -33,8 +33,7 @@ from parley_core.budgets import BudgetScope, BudgetState
 from parley_core.cassandra import connect
 from parley_core.catalog import load_catalog
 from parley_core.events import USAGE, topic_url
-from parley_stack.config import StackConfig
-from parley_stack.testing import LocalStack, side_stack_offset
+from parley_stack.testing import LocalStack
 from svc_ledger.reports import Entry, Reports
 from svc_ledger.servicer import _DIMENSIONS
 from svc_ledger.store import ZERO, Amounts, LedgerStore, add
@@ -52,22 +51,6 @@ pytestmark = pytest.mark.integration
 
 CATALOG = load_catalog(Path(__file__).resolve().parents[3] / "model_repo" / "catalog.toml")
 MODELS = ("smollm2", "parley-tiny", "parley-scripted")
-#: The side stack's slot (tests/integration/stack/test_pulsar.py has 2; 1, 3 and 4 are taken too).
-APACHE_SLOT = 5
-
-
-# -- the servers ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def apache_pulsar() -> Iterator[LocalStack]:
-    """Apache Pulsar standalone beside the session stack, stopped at the end of the module."""
-    handle = LocalStack(StackConfig(pulsar="apache", port_offset=side_stack_offset(APACHE_SLOT)), reuse=False)
-    try:
-        handle.ensure("pulsar")
-        yield handle
-    finally:
-        handle.close()
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Parley's services hand work to each other over shared and key-shared subscriptions and
 rely on the broker to redeliver what a crashed or failing consumer did not acknowledge, so
 each of those behaviours is checked on pulsar-lite (the default, the shared session stack)
-and on Apache Pulsar standalone (a stack of its own, beside the test session's).
+and on Apache Pulsar standalone (the run's `apache_pulsar`, beside the test session's stack).
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from collections.abc import Iterator
 import pulsar
 import pytest
 
-from parley_stack.config import StackConfig
 from parley_stack.servers.pulsar import NAMESPACE
-from parley_stack.testing import LocalStack, side_stack_offset
+from parley_stack.testing import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -29,21 +28,11 @@ RECEIVE_MS = 10_000
 NACK_DELAY_MS = 100
 
 
-@pytest.fixture(scope="module")
-def apache_stack() -> Iterator[LocalStack]:
-    """Apache Pulsar standalone beside the session stack (and a developer's), stopped at the end."""
-    handle = LocalStack(StackConfig(pulsar="apache", port_offset=side_stack_offset(2)), reuse=False)
-    try:
-        yield handle
-    finally:
-        handle.close()
-
-
 @pytest.fixture(params=["lite", "apache"])
 def broker_url(request: pytest.FixtureRequest) -> str:
     """pulsar:// URL of a running broker of the requested variant (started on first use)."""
     if request.param == "apache":
-        stack: LocalStack = request.getfixturevalue("apache_stack")
+        stack: LocalStack = request.getfixturevalue("apache_pulsar")
     else:
         stack = request.getfixturevalue("local_stack")
         if stack.config.pulsar != "lite":
