@@ -73,6 +73,10 @@ class StackConfig(BaseSettings):
     port_offset: int = Field(default=0, ge=0, multiple_of=PORT_WINDOW)
     ports: dict[str, int] = Field(default_factory=dict)
     cassandra_nodes: int = 1
+    #: Cassandra asks clients to sign in (PasswordAuthenticator, its default superuser
+    #: cassandra/cassandra, which the stack's services are then given), as cass-operator's
+    #: datacenters do. Off by default: the default stack runs without authentication.
+    cassandra_auth: bool = False
     pulsar: str = "lite"  # "lite" (pulsar-lite) or "apache" (Apache Pulsar standalone)
 
     def port(self, name: str) -> int:

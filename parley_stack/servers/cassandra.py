@@ -4,6 +4,9 @@ There is no Debian package and no Docker: Maven collects `cassandra-all` and its
 jars into the cache, and each node runs `java ... CassandraDaemon` straight from that
 folder with a cassandra.yaml written by `prepare`. Cassandra 5.0 is the first release that
 runs on Java 17, which is the JDK Debian 12 ships.
+
+With `cassandra_auth` the nodes ask clients to sign in (PasswordAuthenticator), as
+cass-operator's datacenters do; the role is Cassandra's default superuser, cassandra/cassandra.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from parley_stack.config import StackConfig
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server
 from parley_stack.servers.debian import apt_install
@@ -34,10 +38,17 @@ HEAP = "512m"
 DIRECT_MEMORY = "256m"
 PROCESSORS = 2
 
+#: The superuser Cassandra creates at its first start when it has no roles.
+SUPERUSER = "cassandra"
+SUPERUSER_PASSWORD = "cassandra"  # noqa: S105 - Cassandra's well-known default, loopback only
+
 # CQL native protocol v4 (every 5.0 server speaks it; v5 adds framing we do not need).
 _CQL_VERSION = 0x04
-_OP_STARTUP, _OP_READY, _OP_QUERY, _OP_RESULT = 0x01, 0x02, 0x07, 0x08
+_OP_STARTUP, _OP_READY, _OP_AUTHENTICATE, _OP_QUERY, _OP_RESULT = 0x01, 0x02, 0x03, 0x07, 0x08
+_OP_AUTH_RESPONSE, _OP_AUTH_SUCCESS = 0x0F, 0x10
 _CONSISTENCY_ONE = 0x0001
+_AUTH = {"authenticator": "PasswordAuthenticator", "authorizer": "CassandraAuthorizer"}
+_NO_AUTH = {"authenticator": "AllowAllAuthenticator", "authorizer": "AllowAllAuthorizer"}
 _HEADER = struct.Struct(">BBhBi")  # version, flags, stream, opcode, body length
 
 
@@ -79,11 +90,20 @@ def _string(value: str) -> bytes:
     return struct.pack(">H", len(raw)) + raw
 
 
-def _cql_ready(host: str, port: int) -> bool:
+def _sign_in(sock: socket.socket, user: str, password: str) -> bool:
+    """Answer AUTHENTICATE with a SASL PLAIN token; True when the node accepts it."""
+    token = b"\0" + user.encode() + b"\0" + password.encode()
+    return _cql_call(sock, _OP_AUTH_RESPONSE, struct.pack(">i", len(token)) + token) == _OP_AUTH_SUCCESS
+
+
+def _cql_ready(host: str, port: int, credentials: tuple[str, str] | None = None) -> bool:
     """The node answers CQL: STARTUP gives READY and a query of system.local gives a RESULT.
 
     The native transport only listens once the node has joined the ring, but a query is the
     signal that matters to a client (an ERROR here means the node is still not serving).
+    A node that authenticates answers STARTUP with AUTHENTICATE: then credentials (user,
+    password) must sign in (SASL PLAIN), which also waits for the node to have created its
+    default superuser, a little after it starts serving.
     """
     startup = struct.pack(">H", 1) + _string("CQL_VERSION") + _string("3.0.0")
     query = b"SELECT release_version FROM system.local"
@@ -91,11 +111,21 @@ def _cql_ready(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0) as sock:
             sock.settimeout(2.0)
-            if _cql_call(sock, _OP_STARTUP, startup) != _OP_READY:
+            answer = _cql_call(sock, _OP_STARTUP, startup)
+            if answer == _OP_AUTHENTICATE:
+                if credentials is None or not _sign_in(sock, *credentials):
+                    return False
+            elif answer != _OP_READY:
                 return False
             return _cql_call(sock, _OP_QUERY, query_body) == _OP_RESULT
     except (OSError, struct.error):
         return False
+
+
+def credentials(config: StackConfig) -> tuple[str, str] | None:
+    """(user, password) that clients of this stack's Cassandra sign in with; None where it
+    does not authenticate."""
+    return (SUPERUSER, SUPERUSER_PASSWORD) if config.cassandra_auth else None
 
 
 class CassandraServer(Server):
@@ -160,6 +190,9 @@ class CassandraServer(Server):
 
     def _argv(self, node: _Node) -> list[str]:
         storage = self.config.data_dir(node.name)
+        # Cassandra creates its default superuser 10 s after it starts serving; clients of a
+        # node that authenticates cannot sign in before.
+        auth = ["-Dcassandra.superuser_setup_delay_ms=500"] if self.config.cassandra_auth else []
         return [
             str(JAVA),
             f"@{_FILES / 'jvm17-server.options'}",
@@ -179,6 +212,7 @@ class CassandraServer(Server):
             # On TERM a node tells its peers it is going and then waits (2 s by default) for
             # the news to spread; on loopback it arrives at once.
             "-Dcassandra.shutdown_announce_in_ms=200",
+            *auth,
             "-cp", f"{self._lib}/*",
             MAIN_CLASS,
         ]  # fmt: skip
@@ -189,7 +223,7 @@ class CassandraServer(Server):
             ProcessSpec(
                 name=node.name,
                 argv=self._argv(node),
-                ready=functools.partial(_cql_ready, node.address, cql_port),
+                ready=functools.partial(_cql_ready, node.address, cql_port, credentials(self.config)),
                 cwd=self.config.data_dir(node.name),
                 endpoints={"cql": f"{node.address}:{cql_port}"},
                 ready_timeout_s=180,
@@ -228,5 +262,6 @@ class CassandraServer(Server):
                 address=node.address,
                 storage_port=storage_port,
                 cql_port=self.config.port("cassandra_cql"),
+                **(_AUTH if self.config.cassandra_auth else _NO_AUTH),
             )
             self._yaml_path(node).write_text(text)

@@ -17,6 +17,7 @@ from parley_core.stubs import health_stub
 from parley_stack.config import REPO_ROOT, StackConfig
 from parley_stack.progress import Progress
 from parley_stack.servers.base import ProcessSpec, Server
+from parley_stack.servers.cassandra import credentials as cassandra_credentials
 from parley_stack.servers.jaeger import otlp_endpoint
 
 
@@ -81,8 +82,17 @@ class ParleyService(Server):
             f"{prefix}SERVICE_SECRET": service_secret(self.config, self.name),
             f"{prefix}IDENTITY_TARGET": f"{self.config.host}:{self.config.port('session_internal')}",
             "PYTHONUNBUFFERED": "1",
+            **self._cassandra_environment(),
             **self._tracing_environment(),
         }
+
+    def _cassandra_environment(self) -> dict[str, str]:
+        """The role every service signs in as where the stack's Cassandra authenticates."""
+        signed_in = cassandra_credentials(self.config)
+        if signed_in is None:
+            return {}
+        prefix = f"PARLEY_{self.key.upper()}_"
+        return {f"{prefix}CASSANDRA_USERNAME": signed_in[0], f"{prefix}CASSANDRA_PASSWORD": signed_in[1]}
 
     def _tracing_environment(self) -> dict[str, str]:
         """Where spans go while the stack's Jaeger runs (`parley up --with tracing`)."""
