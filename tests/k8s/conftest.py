@@ -84,9 +84,11 @@ def cluster(kubectl: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         names = ["crd/{1}.{0}".format(*crd.stem.split("_", 1)) for crd in CRDS]
         waited = cluster.run("wait", "--for=condition=Established", "--timeout=60s", *names)
         assert waited.returncode == 0, waited.stderr
-        # Only the default namespaces exist: the dry runs need Parley's own for real.
-        created = cluster.run("create", "namespace", "parley")
-        assert created.returncode == 0, created.stderr
+        # Only the default namespaces exist: the dry runs need Parley's own for real, and
+        # monitoring's for the Prometheus adapter's rules (k8s/monitoring/).
+        for namespace in ("parley", "monitoring"):
+            created = cluster.run("create", "namespace", namespace)
+            assert created.returncode == 0, created.stderr
         print(f"kube-apiserver ready with CRDs in {time.monotonic() - started:.1f} s")
         yield cluster
 
@@ -102,3 +104,14 @@ def render(kubectl: Path, overlay: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+@pytest.fixture(scope="session")
+def accepted(kubectl: Path, cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
+    """overlay -> the objects the API server accepted in a dry run of its rendering."""
+    objects = {}
+    for overlay in OVERLAYS:
+        started = time.monotonic()
+        objects[overlay] = cluster.accepted(render(kubectl, overlay))
+        print(f"{overlay}: {len(objects[overlay])} objects accepted in {time.monotonic() - started:.1f} s")
+    return objects

@@ -8,25 +8,12 @@ objects it returned, defaults filled in.
 from __future__ import annotations
 
 import copy
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.k8s import policies
-from tests.k8s.conftest import OVERLAYS, Cluster, render
-
-
-@pytest.fixture(scope="module")
-def accepted(kubectl: Path, cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
-    """overlay -> the objects the API server accepted in a dry run."""
-    objects = {}
-    for overlay in OVERLAYS:
-        started = time.monotonic()
-        objects[overlay] = cluster.accepted(render(kubectl, overlay))
-        print(f"{overlay}: {len(objects[overlay])} objects accepted in {time.monotonic() - started:.1f} s")
-    return objects
+from tests.k8s.conftest import OVERLAYS, Cluster
 
 
 def test_there_are_dev_and_production_overlays() -> None:
