@@ -5,7 +5,7 @@ import { describe, session } from "./api.js";
 import { currentUser, isAdmin, setUser, signedIn } from "./auth.js";
 import { current, match, navigate, startRouter, type Location } from "./router.js";
 import { invalidate, setRenderer } from "./store.js";
-import { adminView } from "./views/admin.js";
+import { adminView } from "./views/admin/index.js";
 import { forgotView, resetView, signInView, signOut, signUpView, verifyView } from "./views/auth.js";
 import { chatView } from "./views/chat.js";
 import { keysView } from "./views/keys.js";
