@@ -3,35 +3,23 @@
 cass-operator's datacenters authenticate clients; the services read the role's username
 and password from `PARLEY_<SVC>_CASSANDRA_USERNAME` / `_PASSWORD`, which each Deployment
 fills from the Secret the CassandraDatacenter names as its superuser's (docs/adr/0019). The
-checks run on what a real kube-apiserver accepted in a server-side dry run.
+checks run on what a real kube-apiserver accepted in a server-side dry run (`accepted`,
+tests/k8s/conftest.py).
 """
 
 from __future__ import annotations
 
 import base64
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.k8s.conftest import OVERLAYS, Cluster, render
+from tests.k8s.conftest import OVERLAYS
 
 Obj = dict[str, Any]
 
 #: The Deployments whose settings name a Cassandra host (the four services and the indexer).
 USERS_OF_CASSANDRA = {"svc-session", "svc-history", "svc-history-indexer", "svc-router", "svc-ledger"}
-
-
-@pytest.fixture(scope="module")
-def accepted(kubectl: Path, cluster: Cluster) -> dict[str, list[Obj]]:
-    """overlay -> the objects the API server accepted in a dry run."""
-    objects = {}
-    for overlay in OVERLAYS:
-        started = time.monotonic()
-        objects[overlay] = cluster.accepted(render(kubectl, overlay))
-        print(f"{overlay}: {len(objects[overlay])} objects accepted in {time.monotonic() - started:.1f} s")
-    return objects
 
 
 def _one(objects: list[Obj], kind: str) -> Obj:
