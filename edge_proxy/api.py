@@ -16,8 +16,9 @@ __all__ = ["ANONYMOUS", "PUBLIC", "Route"]
 
 #: Which of svc_session's buckets the edge spends on a call (ADR 0017): "token", the
 #: caller's own (the user's, sized by tier, or the API key's: the access token names it);
-#: "address", the client address's sign-in bucket; None, none at the edge.
-Limit = Literal["token", "address"] | None
+#: "address", the client address's small sign-in bucket; "anonymous", the client address's
+#: larger bucket for routine calls without a token; None, none at the edge.
+Limit = Literal["token", "address", "anonymous"] | None
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,18 @@ PUBLIC: dict[str, Route] = {
     # svc_session spends the caller's bucket itself on every call with a token, and the
     # sign-in methods (Register, Login, RequestPasswordReset) take the address and email
     # buckets together, all or nothing (ADR 0004): the edge spends nothing on either.
-    # RefreshToken is every signed-in browser's routine call, and VerifyEmail every sign-up's
-    # second step: on the small sign-in address bucket, a crowd behind one NAT would lock
-    # itself out, and signing up would cost two attempts (ADR 0017).
     **_methods(
         _SESSION,
         Route("svc_session"),
-        "Register Login RefreshToken Logout RevokeSession RequestPasswordReset CreateApiKey "
-        "RevokeApiKey UpdateUser VerifyEmail ResendVerificationEmail EndAllSessions",
+        "Register Login Logout RevokeSession RequestPasswordReset CreateApiKey "
+        "RevokeApiKey UpdateUser ResendVerificationEmail EndAllSessions",
     ),
+    # RefreshToken is every signed-in browser's routine call, and VerifyEmail every sign-up's
+    # second step: on the small sign-in address bucket, a crowd behind one NAT would lock
+    # itself out, and signing up would cost two attempts. Unlimited, they are free guesses
+    # for a flood of made-up tokens, so they take the address's larger anonymous bucket
+    # (ADR 0017).
+    **_methods(_SESSION, Route("svc_session", limit="anonymous"), "RefreshToken VerifyEmail"),
     # The emailed reset link: rare for a person, what a guesser of reset tokens would flood.
     **_methods(_SESSION, Route("svc_session", limit="address"), "ResetPassword"),
     **_methods(
@@ -73,8 +77,9 @@ PUBLIC: dict[str, Route] = {
         "DeleteUserData",
     ),
     # Counts a view: not retried. Anonymous, and one link may be opened by a whole office
-    # behind one address: not on the sign-in bucket (svc_history throttles password guesses).
-    **_methods(_HISTORY, Route("svc_history"), "GetSharedConversation"),
+    # behind one address: not on the sign-in bucket (svc_history throttles password guesses)
+    # but on the address's anonymous one, so made-up links cannot be tried in a flood.
+    **_methods(_HISTORY, Route("svc_history", limit="anonymous"), "GetSharedConversation"),
     **_methods(
         _HISTORY,
         Route("svc_history", read=True, limit="token"),

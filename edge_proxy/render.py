@@ -196,10 +196,11 @@ _READ_RETRIES = 'retry_on: "unavailable,connect-failure,reset", num_retries: 2, 
 #: The rate limit descriptor of each kind of bucket (svc_session/rls.py reads the keys):
 #: the access token as sent (the service verifies it and picks the user's or the API key's
 #: bucket), or the trusted client address (use_remote_address), never a header a client
-#: could write.
+#: could write; for the anonymous bucket, the address with a fixed `bucket` entry naming it.
 RATE_LIMIT_ACTIONS = {
     "token": "{request_headers: {header_name: authorization, descriptor_key: access_token}}",
     "address": "{remote_address: {}}",
+    "anonymous": "{generic_key: {descriptor_key: bucket, descriptor_value: anonymous}}, {remote_address: {}}",
 }
 
 #: A bidirectional stream's body is never buffered: it is open for the whole conversation.

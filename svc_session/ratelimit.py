@@ -52,7 +52,8 @@ class AuthAttemptLimits(Protocol):
 class Bucket:
     """One bucket a request counts against: its kind, Redis key and size."""
 
-    #: "user", "apikey", "addr", "email_addr" or "email"; sent as ErrorInfo metadata `bucket`.
+    #: "user", "apikey", "addr", "anon", "email_addr" or "email"; sent as ErrorInfo metadata
+    #: `bucket`.
     kind: str
     key: str
     size: BucketSize
@@ -97,6 +98,12 @@ class RateLimits:
     def address_bucket(self, client_address: str) -> Bucket:
         ident = address_ident(_required("client_address", client_address))
         return Bucket("addr", bucket_key("addr", ident), self._settings.auth_address_bucket, "addr")
+
+    def anonymous_address_bucket(self, client_address: str) -> Bucket:
+        """The address's bucket for routine calls without a token (the edge spends it)."""
+        ident = address_ident(_required("client_address", client_address))
+        size = self._settings.anonymous_address_bucket
+        return Bucket("anon", bucket_key("anon", ident), size, "anon")
 
     def email_bucket(self, email: str) -> Bucket:
         ident = email_ident(_required("email", email))

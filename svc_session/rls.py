@@ -14,7 +14,8 @@ actions produce:
   by the user's tier, the same ones svc_session's own checks take from. A token that does
   not verify limits nothing here: the service it is sent to refuses it anyway;
 - `email`: the per-email sign-in bucket (the email is hashed, as in svc_session);
-- `remote_address`: the per-address sign-in bucket.
+- `remote_address`: the per-address sign-in bucket or, with `bucket: anonymous` beside it
+  in the same descriptor, the address's larger bucket for routine calls without a token.
 
 When one descriptor carries several of these keys, the most specific one wins, in the
 order above. Other keys (`user_id`, `tier`, `generic_key`, `path`, ...) are ignored, with a
@@ -49,6 +50,8 @@ SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"]
 
 #: Descriptor keys naming a bucket, most specific first.
 BUCKET_KEYS = ("access_token", "email", "remote_address")
+#: Keys that qualify a bucket key: `bucket` picks which of an address's buckets.
+QUALIFIER_KEYS = ("bucket",)
 
 _Code = rls_pb2.RateLimitResponse.Code
 _Unit = rls_pb2.RateLimitResponse.RateLimit.Unit
@@ -79,6 +82,8 @@ async def bucket_of(
     if "email" in values:
         return limits.email_bucket(values["email"])
     if "remote_address" in values:
+        if values.get("bucket") == "anonymous":
+            return limits.anonymous_address_bucket(values["remote_address"])
         return limits.address_bucket(values["remote_address"])
     return None
 
@@ -143,7 +148,7 @@ class RateLimitServicer:
 
     def _warn_unknown(self, domain: str, keys: Iterable[str]) -> None:
         for key in keys:
-            if key in BUCKET_KEYS or key in self._warned:
+            if key in BUCKET_KEYS or key in QUALIFIER_KEYS or key in self._warned:
                 continue
             if len(self._warned) < self._MAX_WARNED:
                 self._warned.add(key)

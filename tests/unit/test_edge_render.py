@@ -250,6 +250,9 @@ def test_the_admin_interface_never_listens_off_the_host(host: str) -> None:
 
 _TOKEN_ACTION = "{request_headers: {header_name: authorization, descriptor_key: access_token}}"
 _ADDRESS_ACTION = "{remote_address: {}}"
+_ANONYMOUS_ACTIONS = (
+    "{generic_key: {descriptor_key: bucket, descriptor_value: anonymous}}, {remote_address: {}}"
+)
 
 
 def _route_lines(config: str) -> dict[str, str]:
@@ -265,7 +268,12 @@ def test_each_route_spends_the_bucket_it_names_and_only_that_one() -> None:
     assert set(routes) == set(PUBLIC)
     for path, route in PUBLIC.items():
         actions = re.findall(r"rate_limits: \[\{actions: \[(.*?)\]\}\]", routes[path])
-        expected = {"token": [_TOKEN_ACTION], "address": [_ADDRESS_ACTION], None: []}[route.limit]
+        expected = {
+            "token": [_TOKEN_ACTION],
+            "address": [_ADDRESS_ACTION],
+            "anonymous": [_ANONYMOUS_ACTIONS],
+            None: [],
+        }[route.limit]
         assert actions == expected, path
 
 
@@ -273,10 +281,20 @@ def test_a_call_with_a_token_spends_the_callers_bucket_and_an_anonymous_one_the_
     limits = {path: route.limit for path, route in PUBLIC.items()}
 
     # Anonymous calls have no token to name a caller: only the trusted client address.
-    assert {limits[path] for path in ANONYMOUS} <= {"address", None}
+    assert {limits[path] for path in ANONYMOUS} <= {"address", "anonymous", None}
     assert {limit for path, limit in limits.items() if path not in ANONYMOUS} <= {"token", None}
     assert {path for path, limit in limits.items() if limit == "address"} == {
         "/parley.session.v1.SessionService/ResetPassword"
+    }
+    # The routine ones, guessable with made-up tokens, spend the address's larger bucket;
+    # only sign-in (its own buckets in svc_session) spends nothing at the edge.
+    assert {path for path, limit in limits.items() if limit == "anonymous"} == {
+        "/parley.session.v1.SessionService/RefreshToken",
+        "/parley.session.v1.SessionService/VerifyEmail",
+        "/parley.history.v1.HistoryService/GetSharedConversation",
+    }
+    assert {path for path in ANONYMOUS if limits[path] is None} == {
+        f"/parley.session.v1.SessionService/{name}" for name in ("Register", "Login", "RequestPasswordReset")
     }
 
 

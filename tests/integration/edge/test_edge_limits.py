@@ -28,12 +28,15 @@ from parley.session.v1 import session_pb2
 from parley_core.errors import details_of
 from parley_core.stubs import history_stub, session_stub
 from parley_stack.testing import LocalStack
+from svc_session.settings import SessionSettings
 from tests.integration.edge.grpc_web import Reply, _details, client_from, random_loopback
 from tests.integration.session.helpers import register_verified
 
 pytestmark = pytest.mark.integration
 
 _RESET = "/parley.session.v1.SessionService/ResetPassword"
+_REFRESH = "/parley.session.v1.SessionService/RefreshToken"
+_SHARED = "/parley.history.v1.HistoryService/GetSharedConversation"
 _LOGIN = "/parley.session.v1.SessionService/Login"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -41,6 +44,8 @@ Metadata = tuple[tuple[str, str], ...]
 
 #: svc_session's default sign-in address bucket: its capacity and refill per second.
 _ADDRESS_CAPACITY, _ADDRESS_REFILL = 20, 0.2
+#: svc_session's default anonymous address bucket (RefreshToken, VerifyEmail, shared pages).
+_ANONYMOUS = SessionSettings.model_fields["anonymous_address_bucket"].default
 
 
 def _endpoint(edge: str) -> tuple[str, int]:
@@ -159,6 +164,39 @@ def test_a_sign_in_spends_the_address_bucket_once_in_the_service_not_again_at_th
     info = refused.error_info()
     assert (status, refused.code) == (200, grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert (info.reason, dict(info.metadata)) == ("RATE_LIMITED", {"bucket": "addr"})
+
+
+def test_a_flood_of_made_up_refresh_tokens_and_share_links_from_one_address_is_refused_at_the_edge(
+    edge: str,
+) -> None:
+    source, neighbour = random_loopback(), random_loopback()
+    started = time.monotonic()
+    replies: list[tuple[int, Reply]] = []
+    with client_from(source) as client:
+        for _attempt in range(_ANONYMOUS.capacity + 200):
+            refresh = session_pb2.RefreshTokenRequest(refresh_token=secrets.token_urlsafe(32))
+            replies.append(_post(client, edge, _REFRESH, refresh))
+            if _refused_at_the_edge(*replies[-1]):
+                break
+        elapsed = time.monotonic() - started
+        # Shared pages spend the same bucket: made-up links from this address are refused too.
+        shared = _post(client, edge, _SHARED, history_pb2.GetSharedConversationRequest(token="made-up"))
+        # The address's sign-in bucket is a different one: a password reset still reaches the service.
+        reset = _reset(client, edge)
+
+    reached = replies[:-1]
+    # svc_session answered the guesses itself until the edge's bucket ran dry.
+    assert {reply.code for _status, reply in reached} == {grpc.StatusCode.UNAUTHENTICATED}
+    refilled = int(elapsed * _ANONYMOUS.refill_per_s) + 1
+    assert _ANONYMOUS.capacity <= len(reached) <= _ANONYMOUS.capacity + refilled
+    assert _refused_at_the_edge(*replies[-1])
+    assert _refused_at_the_edge(*shared)
+    assert reset[1].code == grpc.StatusCode.INVALID_ARGUMENT
+    # Another address (another office behind its own NAT) is not affected.
+    with client_from(neighbour) as client:
+        made_up = session_pb2.RefreshTokenRequest(refresh_token="made-up")
+        status, reply = _post(client, edge, _REFRESH, made_up)
+    assert (status, reply.code) == (200, grpc.StatusCode.UNAUTHENTICATED)
 
 
 async def test_a_users_reads_spend_their_own_bucket_at_the_edge(edge: str, local_stack: LocalStack) -> None:

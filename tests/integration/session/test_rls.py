@@ -52,6 +52,7 @@ SETTINGS = SessionSettings(
     },
     default_tier="free",
     auth_address_bucket=BucketSize(capacity=5, refill_per_s=1 / 60),
+    anonymous_address_bucket=BucketSize(capacity=7, refill_per_s=1 / 60),
 )
 
 
@@ -240,6 +241,33 @@ async def test_remote_address_is_the_sign_in_address_bucket(
 
     assert (reply.overall_code, reply.statuses[0].limit_remaining) == (OK, 3)
     assert reply.statuses[0].current_limit.name == "addr"
+
+
+async def test_an_anonymous_descriptor_is_the_addresss_own_larger_bucket_not_the_sign_in_one(
+    stub: RateLimitServiceAsyncStub, limits: RateLimits
+) -> None:
+    address = f"2001:db8:{secrets.randbelow(65536):x}::1"
+    anonymous = [("bucket", "anonymous"), ("remote_address", address)]
+
+    for spent in range(1, SETTINGS.anonymous_address_bucket.capacity + 1):
+        reply = await stub.ShouldRateLimit(_request(anonymous))
+        assert (reply.overall_code, reply.statuses[0].limit_remaining) == (
+            OK,
+            SETTINGS.anonymous_address_bucket.capacity - spent,
+        )
+        assert reply.statuses[0].current_limit.name == "anon"
+    refused = await stub.ShouldRateLimit(_request(anonymous))
+    assert refused.overall_code == OVER_LIMIT
+    assert [h.key for h in refused.response_headers_to_add] == ["retry-after"]
+    # The sign-in bucket of the same address is untouched, and vice versa.
+    sign_in = await stub.ShouldRateLimit(_request([("remote_address", address)]))
+    assert (sign_in.overall_code, sign_in.statuses[0].limit_remaining) == (
+        OK,
+        SETTINGS.auth_address_bucket.capacity - 1,
+    )
+    # An unknown bucket name is not a way around the limit: it is the sign-in bucket.
+    other = await stub.ShouldRateLimit(_request([("bucket", "roomier"), ("remote_address", address)]))
+    assert other.statuses[0].current_limit.name == "addr"
 
 
 # A real Envoy in front of the service: its rate limit filter is the client, so the protos
