@@ -8,8 +8,6 @@ with a service's own token.
 
 from __future__ import annotations
 
-import base64
-import json
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,8 +16,6 @@ from typing import TYPE_CHECKING, cast
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from joserfc import jwt
-from joserfc.jwk import ECKey
 
 from parley.chat.v1 import chat_pb2
 from parley.history.v1 import history_pb2
@@ -29,7 +25,7 @@ from parley_core.errors import details_of
 from parley_core.stubs import chat_stub, history_stub, ledger_stub, session_stub
 from parley_stack.servers.services import service_secret
 from parley_stack.testing import LocalStack
-from tests.integration.session.helpers import register_verified
+from tests.integration.session.helpers import claims_of, forged_token, register_verified
 
 if TYPE_CHECKING:
     from parley.session.v1.session_pb2_grpc import ServiceIdentityServiceAsyncStub
@@ -61,23 +57,12 @@ def _identity(channel: grpc.aio.Channel) -> ServiceIdentityServiceAsyncStub:
     return cast("ServiceIdentityServiceAsyncStub", session_pb2_grpc.ServiceIdentityServiceStub(channel))
 
 
-def _forged(claims: dict[str, object]) -> str:
-    """A well-formed token with Parley's issuer and audience, signed by a key of our own."""
-    key = ECKey.generate_key("P-256", parameters={"kid": "forged"})
-    return jwt.encode({"alg": "ES256", "kid": "forged"}, claims, key)
-
-
-def _claims(token: str) -> dict[str, object]:
-    payload = token.split(".")[1]
-    return cast(dict[str, object], json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
-
-
 async def test_a_call_without_a_valid_token_is_refused_at_the_edge_with_error_details(
     edge: str, local_stack: LocalStack
 ) -> None:
     _, md = await _person(edge, local_stack)
-    real = _claims(md[0][1].removeprefix("Bearer "))
-    forged = _forged({**real, "sub": str(uuid.uuid4())})
+    real = claims_of(md[0][1].removeprefix("Bearer "))
+    forged = forged_token({**real, "sub": str(uuid.uuid4())})
     unsigned = ".".join(md[0][1].removeprefix("Bearer ").split(".")[:2]) + "."
     attempts: list[Metadata] = [
         (),

@@ -5,12 +5,15 @@ reported, never a failed call."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import secrets
 import socket
 import sys
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -21,25 +24,24 @@ from parley.ledger.v1 import ledger_pb2 as pb
 from parley.session.v1 import session_pb2
 from parley_core.events import MESSAGE_CREATED, topic_url
 from parley_core.stubs import ledger_stub, session_stub
-from parley_stack.config import REPO_ROOT, StackConfig
+from parley_stack.config import REPO_ROOT
 from parley_stack.servers.services import SessionService
-from parley_stack.testing import LocalStack, side_stack_offset
+from parley_stack.testing import LocalStack
 from svc_ledger.health_probes import INDEX_TOPICS
 from svc_ledger.settings import HealthSettings
 from tests.integration.history.helpers import Person
 from tests.integration.ledger.conftest import admin_md
-from tests.integration.session.helpers import PASSWORD, register_verified
+from tests.integration.session.helpers import PASSWORD, bearer, claims_of, forged_token, register_verified
 
 if TYPE_CHECKING:
     from parley.ledger.v1.ledger_pb2_grpc import LedgerServiceAsyncStub
     from svc_ledger.app import LedgerApp
+    from svc_session.app import SessionApp
 
 pytestmark = pytest.mark.integration
 
 Metadata = tuple[tuple[str, str], ...]
 SERVICES = ("svc_session", "svc_history", "svc_router", "svc_ledger")
-#: The side stack's slot for Apache Pulsar (1 to 5 are other tests').
-APACHE_SLOT = 6
 
 
 def _by_kind(reply: pb.GetSystemHealthResponse, kind: int) -> dict[str, pb.ComponentHealth]:
@@ -186,6 +188,31 @@ async def test_a_user_is_refused_and_a_call_without_a_token_is_unauthenticated(
     await _refused(ledger.GetSystemHealth(pb.GetSystemHealthRequest()), grpc.StatusCode.UNAUTHENTICATED)
 
 
+async def test_a_forged_tampered_or_expired_admin_token_is_unauthenticated(
+    ledger: LedgerServiceAsyncStub, session_app: SessionApp, admin_token: str, alice: Person
+) -> None:
+    admin = claims_of(admin_token)
+    now = int(time.time())
+    # The admin's own claims, signed by a key that is not the ring's.
+    forged = forged_token(admin)
+    # Signed by the real ring, an hour past its expiry.
+    expired = await session_app.keys.sign({**admin, "iat": now - 7200, "exp": now - 3600})
+    # Alice's token with its role raised to admin: her signature no longer matches.
+    header, _, signature = alice.token.split(".")
+    raised = json.dumps({**claims_of(alice.token), "role": "admin"}).encode()
+    tampered = f"{header}.{base64.urlsafe_b64encode(raised).rstrip(b'=').decode()}.{signature}"
+    # Unsigned: the header says no algorithm.
+    unsigned_header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    unsigned = f"{unsigned_header}.{admin_token.split('.')[1]}."
+    for token in (forged, expired, tampered, unsigned):
+        await _refused(
+            ledger.GetSystemHealth(pb.GetSystemHealthRequest(), metadata=bearer(token)),
+            grpc.StatusCode.UNAUTHENTICATED,
+        )
+    # The real admin token still works: the refusals were about the tokens, not the caller.
+    await ledger.GetSystemHealth(pb.GetSystemHealthRequest(), metadata=admin_md(admin_token), timeout=30)
+
+
 async def test_a_stopped_part_is_unhealthy_and_the_call_still_succeeds(
     edge: str, local_stack: LocalStack, start_ledger: Callable[..., Any], admin_token: str
 ) -> None:
@@ -277,17 +304,6 @@ async def test_a_probe_without_an_address_is_unknown_not_configured(
 
 
 # -- the search index's backlog, from Apache Pulsar's admin API --------------------------------
-
-
-@pytest.fixture(scope="module")
-def apache_pulsar() -> Iterator[LocalStack]:
-    """Apache Pulsar standalone beside the session stack (pulsar-lite has no admin API)."""
-    handle = LocalStack(StackConfig(pulsar="apache", port_offset=side_stack_offset(APACHE_SLOT)), reuse=False)
-    try:
-        handle.ensure("pulsar")
-        yield handle
-    finally:
-        handle.close()
 
 
 @pytest.mark.timeout(300)

@@ -80,6 +80,13 @@ async def test_another_users_conversation_is_refused_and_neither_user_gets_a_mes
 
     error = await _refused(chat, bob, turn_input("what did she say?", hers.conversation))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Nor may he start a branch of his own in it, or regenerate her answer.
+    for attempt in (
+        turn_input("a new root", hers.conversation, branch_from_start=True),
+        turn_input("", hers.conversation, regenerate=True, parent_message=hers.started.user_message),
+    ):
+        refused = await _refused(chat, bob, attempt)
+        assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
     # The same conversation named as bob's own is simply not there for him.
     as_his = hers.conversation.replace(f"users/{alice.user_id}", f"users/{bob.user_id}")
     missing = await _refused(chat, bob, turn_input("and now?", as_his))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 from google.rpc import error_details_pb2
+from joserfc import jwt
+from joserfc.jwk import ECKey
 
 from parley.session.v1 import session_pb2 as pb
 from parley_core.errors import details_of
@@ -26,6 +29,18 @@ PASSWORD = "correct horse battery staple"
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
+
+
+def forged_token(claims: dict[str, object]) -> str:
+    """A well-formed token with whatever claims are given, signed by a key of our own."""
+    key = ECKey.generate_key("P-256", parameters={"kid": "forged"})
+    return jwt.encode({"alg": "ES256", "kid": "forged"}, claims, key)
+
+
+def claims_of(token: str) -> dict[str, object]:
+    """A token's claims, read without checking anything (to copy them into a forgery)."""
+    payload = token.split(".")[1]
+    return cast(dict[str, object], json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
 async def failure(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
