@@ -42,6 +42,10 @@ export const ledger = createClient(LedgerService, signed);
 /** What a person is told about a failed call. */
 export function describe(error: unknown): string {
   if (error instanceof ConnectError) {
+    // fetch itself failed, so nothing answered: offline, the edge down, a connection reset.
+    if (error.code === Code.Unknown && error.cause instanceof TypeError) {
+      return "Parley cannot be reached; check the connection and try again.";
+    }
     switch (error.code) {
       case Code.Unavailable:
         return `Parley is unavailable right now; try again in a moment. (${error.rawMessage})`;

@@ -3,6 +3,7 @@
 // refreshed a little before they expire, one refresh at a time across every tab (a refresh
 // token is single-use). docs/adr/0018-web-app.md says why localStorage is acceptable here.
 import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Credentials, User } from "./gen/parley/session/v1/session_pb.js";
 import { Role } from "./gen/parley/session/v1/session_pb.js";
 import { invalidate } from "./store.js";
@@ -80,6 +81,7 @@ let inFlight: Promise<string | null> | null = null;
 /**
  * The access token to send: refreshed first when it is about to expire. null when signed
  * out, or when the session can no longer be refreshed (the caller is then signed out).
+ * Throws the refresh's error when it could not be made and the token has expired.
  */
 export async function accessToken(refresh: Refresher): Promise<string | null> {
   if (!tokens) return null;
@@ -110,9 +112,19 @@ async function refreshOnce(refresh: Refresher): Promise<string | null> {
       const next = tokensFrom(await refresh(latest.refreshToken));
       store(next);
       return next.accessToken;
-    } catch {
-      store(null, null);
-      return null;
+    } catch (error) {
+      // Only a refused refresh token ends the session. A refresh that could not be made
+      // (offline, the edge's rate limit, a service restarting) keeps it: the access token
+      // still works until it expires, and the next call tries again.
+      if (error instanceof ConnectError && error.code === Code.Unauthenticated) {
+        store(null, null);
+        return null;
+      }
+      if (latest.accessExpiresMs > Date.now()) {
+        tokens = latest;
+        return latest.accessToken;
+      }
+      throw error;
     }
   };
   if (navigator.locks) return navigator.locks.request("parley.refresh", run);
