@@ -22,17 +22,16 @@ from prometheus_client import CollectorRegistry, Histogram
 from parley_core.settings import CassandraSettings
 
 __all__ = [
-    "LOCAL_DC",
     "connect",
     "connect_to",
     "create_keyspace",
     "execute",
     "execute_all",
     "execute_lwt",
+    "local_datacenter",
     "observe_requests",
+    "replication",
 ]
-
-LOCAL_DC = "datacenter1"
 
 
 def connect(
@@ -41,16 +40,21 @@ def connect(
     *,
     username: str = "",
     password: str = "",
+    local_dc: str = "",
     request_timeout_s: float = 10.0,
 ) -> tuple[Cluster, Session]:
     """A cluster and session whose statements default to LOCAL_QUORUM (LWTs: LOCAL_SERIAL).
+
+    Requests go to the nodes of `local_dc`; empty, to the data centre of the contact
+    points (the first one the driver reaches), which is the local one when the hosts name
+    this region's nodes (a Kubernetes Service of one CassandraDatacenter).
 
     With a username it signs in as that role (PasswordAuthenticator); without one it offers
     no credentials, which only a cluster that does not authenticate accepts. A refused
     sign-in raises the driver's NoHostAvailable, its `errors` AuthenticationFailed per host.
     """
     profile = ExecutionProfile(
-        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=LOCAL_DC)),
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=local_dc)),
         consistency_level=ConsistencyLevel.LOCAL_QUORUM,
         serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
         request_timeout=request_timeout_s,
@@ -84,16 +88,32 @@ def connect_to(settings: CassandraSettings, *, request_timeout_s: float = 10.0) 
         settings.cassandra_port,
         username=username,
         password=password,
+        local_dc=settings.cassandra_local_dc,
         request_timeout_s=request_timeout_s,
     )
 
 
+def local_datacenter(session: Session) -> str:
+    """The data centre of the node that answers: the session's local one (its requests go
+    there), as Cassandra itself names it (`datacenter1` locally, the CassandraDatacenter's
+    name in Kubernetes)."""
+    row = session.execute("SELECT data_center FROM system.local").one()
+    if row is None or not row.data_center:
+        raise RuntimeError("Cassandra named no data centre for the local node")
+    return str(row.data_center)
+
+
+def replication(session: Session, replication_factor: int) -> str:
+    """A keyspace's replication: NetworkTopologyStrategy, `replication_factor` replicas in
+    the session's local data centre (whatever it is called, so no name is configured twice)."""
+    dc = local_datacenter(session).replace("'", "''")
+    return f"{{'class': 'NetworkTopologyStrategy', '{dc}': {int(replication_factor)}}}"
+
+
 def create_keyspace(session: Session, keyspace: str, replication_factor: int) -> None:
     """The keyspace with NetworkTopologyStrategy in the local data centre (idempotent)."""
-    session.execute(
-        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-        f"{{'class': 'NetworkTopologyStrategy', '{LOCAL_DC}': {int(replication_factor)}}}"
-    )
+    strategy = replication(session, replication_factor)
+    session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {strategy}")
 
 
 def observe_requests(session: Session, registry: CollectorRegistry) -> Histogram:

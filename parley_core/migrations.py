@@ -41,7 +41,7 @@ import structlog
 from cassandra import OperationTimedOut, Unavailable, WriteTimeout
 from cassandra.cluster import ResultSet, Session
 
-from parley_core.cassandra import LOCAL_DC, connect_to, execute
+from parley_core.cassandra import connect_to, execute, replication
 from parley_core.settings import CassandraSettings
 
 __all__ = [
@@ -239,9 +239,9 @@ def _table_id(keyspace: str, table: str) -> uuid.UUID:
 
 async def _bootstrap(session: Session, keyspace: str, replication_factor: int) -> None:
     """The keyspace and migrate's own two tables (every instance, before any lease)."""
+    strategy = await asyncio.to_thread(replication, session, replication_factor)
     statements = [
-        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-        f"{{'class': 'NetworkTopologyStrategy', '{LOCAL_DC}': {int(replication_factor)}}}",
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {strategy}",
         f"CREATE TABLE IF NOT EXISTS {keyspace}.schema_migrations ("
         "version int PRIMARY KEY, description text, checksum text, applied_at timestamp, applied_by text"
         f") WITH ID = {_table_id(keyspace, 'schema_migrations')}",

@@ -56,6 +56,10 @@ class CassandraSettings(BaseModel):
     #: both come from a Secret (docs/adr/0019-kubernetes.md).
     cassandra_username: str = ""
     cassandra_password: SecretStr = SecretStr("")
+    #: The data centre whose nodes serve the requests (LOCAL_QUORUM counts its replicas);
+    #: empty: the contact points' own, which is right when `cassandra_hosts` name this
+    #: region's nodes. Keyspaces are created with replicas in the same data centre.
+    cassandra_local_dc: str = ""
 
 
 class DataServiceSettings(ServiceSettings, CassandraSettings):

@@ -77,6 +77,9 @@ class StackConfig(BaseSettings):
     #: cassandra/cassandra, which the stack's services are then given), as cass-operator's
     #: datacenters do. Off by default: the default stack runs without authentication.
     cassandra_auth: bool = False
+    #: The data centre the nodes name themselves (GossipingPropertyFileSnitch), as a
+    #: CassandraDatacenter's nodes do; empty: SimpleSnitch's `datacenter1`.
+    cassandra_dc: str = ""
     pulsar: str = "lite"  # "lite" (pulsar-lite) or "apache" (Apache Pulsar standalone)
 
     def port(self, name: str) -> int:

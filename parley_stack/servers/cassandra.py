@@ -188,11 +188,16 @@ class CassandraServer(Server):
     def _yaml_path(self, node: _Node) -> Path:
         return self.config.data_dir(node.name) / "cassandra.yaml"
 
+    def _rackdc_path(self, node: _Node) -> Path:
+        return self.config.data_dir(node.name) / "cassandra-rackdc.properties"
+
     def _argv(self, node: _Node) -> list[str]:
         storage = self.config.data_dir(node.name)
         # Cassandra creates its default superuser 10 s after it starts serving; clients of a
         # node that authenticates cannot sign in before.
         auth = ["-Dcassandra.superuser_setup_delay_ms=500"] if self.config.cassandra_auth else []
+        rackdc = self._rackdc_path(node).as_uri()
+        dc = [f"-Dcassandra-rackdc.properties={rackdc}"] if self.config.cassandra_dc else []
         return [
             str(JAVA),
             f"@{_FILES / 'jvm17-server.options'}",
@@ -213,6 +218,7 @@ class CassandraServer(Server):
             # the news to spread; on loopback it arrives at once.
             "-Dcassandra.shutdown_announce_in_ms=200",
             *auth,
+            *dc,
             "-cp", f"{self._lib}/*",
             MAIN_CLASS,
         ]  # fmt: skip
@@ -263,5 +269,8 @@ class CassandraServer(Server):
                 storage_port=storage_port,
                 cql_port=self.config.port("cassandra_cql"),
                 **(_AUTH if self.config.cassandra_auth else _NO_AUTH),
+                snitch="GossipingPropertyFileSnitch" if self.config.cassandra_dc else "SimpleSnitch",
             )
             self._yaml_path(node).write_text(text)
+            if self.config.cassandra_dc:
+                self._rackdc_path(node).write_text(f"dc={self.config.cassandra_dc}\nrack=rack1\n")

@@ -1,8 +1,10 @@
-"""Services sign in to a Cassandra that authenticates, as cass-operator's datacenters do.
+"""Services sign in to a Cassandra that authenticates and names its data centre, as
+cass-operator's datacenters do.
 
 One node of its own (a side stack in slot 7, PasswordAuthenticator, Cassandra's default
-superuser cassandra/cassandra), started once for the module: the session's stack keeps
-running without authentication, as the default local stack does.
+superuser cassandra/cassandra, data centre `parley-east`), started once for the module: the
+session's stack keeps running without authentication in `datacenter1`, as the default
+local stack does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from cassandra import AuthenticationFailed
 from cassandra.cluster import NoHostAvailable, Session
 from pydantic import SecretStr
 
-from parley_core.cassandra import connect, connect_to
+from parley_core.cassandra import connect, connect_to, local_datacenter
 from parley_core.settings import CassandraSettings
 from parley_stack.config import REPO_ROOT, StackConfig
 from parley_stack.servers.cassandra import SUPERUSER, SUPERUSER_PASSWORD, VERSION
@@ -33,12 +35,15 @@ pytestmark = pytest.mark.integration
 
 #: The side stack's slot (1-5 are other tests' rings and brokers).
 SLOT = 7
+#: What the side stack's node calls its data centre (production's is the region's name).
+DATA_CENTRE = "parley-east"
 
 
 @pytest.fixture(scope="module")
 def cql_address() -> Iterator[tuple[str, int]]:
     """host, port of a one-node Cassandra that asks every client to sign in."""
-    handle = LocalStack(StackConfig(cassandra_auth=True, port_offset=side_stack_offset(SLOT)), reuse=False)
+    config = StackConfig(cassandra_auth=True, cassandra_dc=DATA_CENTRE, port_offset=side_stack_offset(SLOT))
+    handle = LocalStack(config, reuse=False)
     try:
         handle.ensure("cassandra")
         yield handle.endpoint("cassandra-1", "cql")
@@ -150,6 +155,32 @@ def test_the_migrate_command_signs_in_with_the_credentials_in_its_environment(
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     recorded = superuser.execute(f"SELECT version FROM {keyspace}.schema_migrations")
     assert sorted(row.version for row in recorded) == sorted(m.version for m in ROUTER_MIGRATIONS)
+    # Its replicas are in the data centre the node names, not a name configured elsewhere:
+    # with another name, LOCAL_QUORUM would find no replica and every write would fail.
+    created = superuser.execute(
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (keyspace,)
+    ).one()
+    assert dict(created.replication) == {
+        "class": "org.apache.cassandra.locator.NetworkTopologyStrategy",
+        DATA_CENTRE: "1",
+    }
+
+
+def test_the_data_centre_is_the_contact_points_unless_named(cql_address: tuple[str, int]) -> None:
+    host, port = cql_address
+    named = connect([host], port, username=SUPERUSER, password=SUPERUSER_PASSWORD, local_dc=DATA_CENTRE)
+    inferred = connect([host], port, username=SUPERUSER, password=SUPERUSER_PASSWORD)
+    try:
+        for _cluster, session in (named, inferred):
+            assert local_datacenter(session) == DATA_CENTRE
+            assert session.execute("SELECT now() FROM system.local").one() is not None
+    finally:
+        named[0].shutdown()
+        inferred[0].shutdown()
+    # A data centre the cluster does not have leaves no node to ask: refused at connect,
+    # not at the first write.
+    with pytest.raises(NoHostAvailable):
+        connect([host], port, username=SUPERUSER, password=SUPERUSER_PASSWORD, local_dc="datacenter1")
 
 
 def test_the_migrate_command_fails_on_a_wrong_password_and_creates_nothing(
