@@ -5,7 +5,10 @@ conditional batches (store.LedgerStore.add_items): the new line items and what t
 the month's totals, applied together or not at all. An event already there is dropped
 from the batch and the rest is tried again, so a redelivered or replayed event adds
 nothing; another writer that moved the totals first makes the batch retry from the
-totals it left. Afterwards the budgets' Redis state is settled from the month's totals.
+totals it left. Then the hours the events fall in are copied from the month's totals into
+the reports' hourly view (store.LedgerStore.put_hour_users), also when every event was a
+duplicate (a crash may have come between the two writes), and the budgets' Redis state is
+settled from the month's totals.
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ class Accounts:
                     new += written
             finally:
                 self._remember(user_id, month, account)
+            hours = {event.totals_key.partition("|")[0] for event in events}
+            await self._store.put_hour_users(user_id, account, hours)
             return new, account
 
     async def _write(self, account: AccountMonth, events: list[Priced]) -> tuple[int, AccountMonth]:

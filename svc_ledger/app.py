@@ -1,5 +1,5 @@
-"""svc_ledger assembled: schema, prices, the usage consumer, budgets, reports, the system's
-health probes and the servicer.
+"""svc_ledger assembled: schema, prices, the usage consumer, budgets, reports (and the
+backfill of their hourly view), the system's health probes and the servicer.
 
 `LedgerApp.start` is what `python -m svc_ledger` runs and what integration tests start
 in-process against the local stack's real Cassandra, Redis and Pulsar (with svc_session's
@@ -27,6 +27,7 @@ from svc_ledger.accounts import Accounts
 from svc_ledger.budgets import Budgets
 from svc_ledger.consumer import UsageConsumer, UsageMetrics
 from svc_ledger.health import HealthMetrics, SystemHealth
+from svc_ledger.hours import HourlyBackfill
 from svc_ledger.pricing import PriceBook
 from svc_ledger.reports import Reports
 from svc_ledger.servicer import LedgerServiceServicer, register
@@ -45,6 +46,7 @@ class LedgerApp:
     revocations: Revocations
     health: SystemHealth
     data: DataConnections
+    backfill: HourlyBackfill
 
     @property
     def port(self) -> int:
@@ -108,14 +110,17 @@ class LedgerApp:
             raise
         budgets.start()
         consumer.start()
+        backfill = HourlyBackfill(store)
+        backfill.start()
         # Started means subscribed (events published from now on are billed), unless Pulsar
         # is away: then the API serves anyway and the consumer keeps trying.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(consumer.subscribed.wait(), settings.subscribe_wait_s)
-        return cls(settings, running, store, prices, budgets, consumer, revocations, health, data)
+        return cls(settings, running, store, prices, budgets, consumer, revocations, health, data, backfill)
 
     async def stop(self) -> None:
         await self.server.stop()
+        await self.backfill.stop()
         await self.consumer.stop()
         await self.budgets.stop()
         await self.revocations.close()

@@ -1,8 +1,11 @@
 """What the ledger tells users and admins: usage, line items, spend reports, the overview.
 
-Usage and reports add up the months' totals (svc_ledger.store), whose entries are per hour:
-a range is taken in whole UTC hours, its start rounded down and its end up. Line items are
-listed from the rows themselves, at their exact times.
+Usage and reports add up totals whose entries are per hour, so a range is taken in whole
+UTC hours, its start rounded down and its end up. A user's usage reads their months'
+totals (svc_ledger.store `account_months`); the admin reports read the hourly view
+(`hour_users`, svc_ledger.hours), one partition per hour of the range, so their cost
+follows the users active in the range, not everyone who used Parley that month. Line items
+are listed from the rows themselves, at their exact times.
 """
 
 from __future__ import annotations
@@ -61,6 +64,17 @@ def hour_range(start: datetime, end: datetime) -> tuple[str, str]:
     return first.strftime("%Y-%m-%dT%H"), last.strftime("%Y-%m-%dT%H")
 
 
+def hours_of(start: datetime, end: datetime) -> list[str]:
+    """Every totals-key hour in the range (whole hours, as `hour_range` takes them)."""
+    first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    _, last = hour_range(start, end)
+    hours: list[str] = []
+    while (hour := first.strftime("%Y-%m-%dT%H")) < last:
+        hours.append(hour)
+        first += timedelta(hours=1)
+    return hours
+
+
 def months_between(start: datetime, end: datetime) -> list[str]:
     """The months (UTC) that [start, end) touches, oldest first."""
     months: list[str] = []
@@ -85,7 +99,32 @@ class Reports:
         self._parallel = asyncio.Semaphore(32)
 
     async def entries(self, users: list[str] | None, start: datetime, end: datetime) -> list[Entry]:
-        """The totals entries in [start, end) hours, of `users` (None: everyone)."""
+        """The totals entries in [start, end) hours, of `users` (None: everyone, from the
+        hourly view)."""
+        if users is None:
+            return await self.entries_by_hour(start, end)
+        return await self.entries_from_accounts(users, start, end)
+
+    async def entries_by_hour(self, start: datetime, end: datetime) -> list[Entry]:
+        """Everyone's totals entries in [start, end) hours, from the hourly view."""
+
+        async def read(hour: str) -> list[Entry]:
+            async with self._parallel:
+                rows = await self._store.hour_users(hour)
+            return [
+                Entry(user_id, (hour, *key.split("|")), amounts)
+                for user_id, totals in rows
+                for key, amounts in totals.items()
+            ]
+
+        found = await asyncio.gather(*(read(hour) for hour in hours_of(start, end)))
+        return [entry for entries in found for entry in entries]
+
+    async def entries_from_accounts(
+        self, users: list[str] | None, start: datetime, end: datetime
+    ) -> list[Entry]:
+        """The totals entries in [start, end) hours, of `users` (None: every user of each
+        month), from the months' totals themselves."""
         first, last = hour_range(start, end)
         pairs: list[tuple[str, str]] = []
         for month in months_between(start, end):

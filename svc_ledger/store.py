@@ -11,6 +11,14 @@
   budgets' rebuild read the first, a user's listing the second).
 - `turn_minutes`: one row per priced event by the minute it ended (the overview's turns
   per minute), keyed by event id, so a repeated event is the same row.
+- `hour_users`: the admin reports' view, one partition per hour with a row per user who
+  used Parley in it: that hour's entries of the user's month totals, as of a version of
+  them. Every write of a row carries its month's version as the write timestamp
+  (`USING TIMESTAMP version`), so the newest totals win whatever order writers land in,
+  and a rewrite of the same version is the same row: it is always exactly some version
+  of the month's totals, and the latest once its writer is done. Never DELETE from it
+  without such a timestamp: a delete at wall-clock time would hide every later write.
+  `hour_months` marks the months whose accounts have been projected into it.
 - `budgets`: the limits of each budget, with an etag for SetBudget.
 - `price_versions`: every price the ledger has used, so a catalog that changes one after
   the fact, or adds one that would apply backwards, is refused at start-up.
@@ -18,6 +26,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +69,18 @@ MIGRATIONS: tuple[Migration, ...] = (
                 model text, version text, effective_time timestamp, currency text,
                 input_per_million bigint, output_per_million bigint, first_seen timestamp,
                 PRIMARY KEY ((model), version))""",
+        ),
+    ),
+    Migration(
+        3,
+        "hour_users: the admin reports' totals per hour and user; hour_months: months projected",
+        (
+            """CREATE TABLE IF NOT EXISTS {ks}.hour_users (
+                hour text, user_id text, version bigint,
+                totals frozen<map<text, frozen<tuple<bigint, bigint, bigint, bigint, bigint>>>>,
+                PRIMARY KEY ((hour), user_id))""",
+            """CREATE TABLE IF NOT EXISTS {ks}.hour_months (
+                month text PRIMARY KEY, projected_time timestamp)""",
         ),
     ),
 )
@@ -171,6 +192,14 @@ class LedgerStore:
             "VALUES (?, ?, ?, ?, ?)"
         )
         self._minutes = prepare("SELECT minute, event_id FROM {ks}.turn_minutes WHERE hour = ?")
+        self._put_hour_user = prepare(
+            "INSERT INTO {ks}.hour_users (hour, user_id, version, totals) "
+            "VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
+        )
+        self._hour_users = prepare("SELECT user_id, totals FROM {ks}.hour_users WHERE hour = ?")
+        self._months = prepare("SELECT DISTINCT month FROM {ks}.month_users")
+        self._hour_month = prepare("SELECT month FROM {ks}.hour_months WHERE month = ?")
+        self._add_hour_month = prepare("INSERT INTO {ks}.hour_months (month, projected_time) VALUES (?, ?)")
         self._budget = prepare(
             "SELECT scope, soft_limit, hard_limit, update_time, etag FROM {ks}.budgets WHERE scope = ?"
         )
@@ -276,6 +305,42 @@ class LedgerStore:
     async def minutes(self, hour: str) -> list[datetime]:
         """The minute of each event that ended in the hour."""
         return [utc(row.minute) for row in await execute_all(self._session, self._minutes, (hour,))]
+
+    # -- the reports' hourly view ---------------------------------------------------------
+
+    async def put_hour_users(self, user_id: str, account: AccountMonth, hours: Iterable[str]) -> None:
+        """The hours' rows of `user_id` from `account` (their month's totals at a version)."""
+        by_hour: dict[str, dict[str, Amounts]] = {hour: {} for hour in hours}
+        for key, amounts in account.totals.items():
+            hour, _, rest = key.partition("|")
+            if hour in by_hour:
+                by_hour[hour][rest] = amounts
+        await asyncio.gather(
+            *(
+                execute(
+                    self._session,
+                    self._put_hour_user,
+                    (hour, user_id, account.version, totals, account.version),
+                )
+                for hour, totals in by_hour.items()
+                if totals and account.version > 0
+            )
+        )
+
+    async def hour_users(self, hour: str) -> list[tuple[str, dict[str, Amounts]]]:
+        """(user id, totals keyed model|tier|API key|finish reason) of each user in the hour."""
+        rows = await execute_all(self._session, self._hour_users, (hour,))
+        return [(row.user_id, _totals(row.totals)) for row in rows]
+
+    async def months(self) -> list[str]:
+        """Every month with line items (a scan of month_users' partition keys: one per month)."""
+        return sorted(row.month for row in await execute_all(self._session, self._months))
+
+    async def month_projected(self, month: str) -> bool:
+        return bool(await execute(self._session, self._hour_month, (month,)))
+
+    async def mark_month_projected(self, month: str, when: datetime) -> None:
+        await execute(self._session, self._add_hour_month, (month, when))
 
     # -- budgets --------------------------------------------------------------------------
 

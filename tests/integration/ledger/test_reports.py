@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pulsar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from parley.ledger.v1 import ledger_pb2 as pb
+from parley_core.cassandra import connect
+from parley_stack.testing import LocalStack
+from svc_ledger.hours import project_unmarked_months
+from svc_ledger.reports import Entry, Reports
+from svc_ledger.store import ZERO, AccountMonth, Amounts, add
 from tests.integration.history.helpers import Person
 from tests.integration.ledger.conftest import admin_md
 from tests.integration.ledger.helpers import Usage, eventually, publish
 
 if TYPE_CHECKING:
     from parley.ledger.v1.ledger_pb2_grpc import LedgerServiceAsyncStub
+    from svc_ledger.app import LedgerApp
 
 
 def _at(when: datetime) -> Timestamp:
@@ -131,3 +139,96 @@ async def test_the_overview_counts_turns_failures_cancellations_and_recent_minut
     assert minutes[two_ago] - earlier.get(two_ago, 0) == 2
     assert minutes[three_ago] - earlier.get(three_ago, 0) == 2
     assert after.active_users >= 1
+
+
+# -- the hourly view the admin reports read (svc_ledger.hours) -------------------------------
+
+
+def _view_of(entries: list[Entry], users: set[str]) -> list[tuple[str, tuple[str, ...], Amounts]]:
+    """Entries of `users` summed by (user, hour, model, tier, API key, finish reason), sorted."""
+    sums: dict[tuple[str, tuple[str, ...]], Amounts] = {}
+    for entry in entries:
+        if entry.user_id in users:
+            key = (entry.user_id, entry.parts)
+            sums[key] = add(sums.get(key, ZERO), entry.amounts)
+    return sorted((user, parts, amounts) for (user, parts), amounts in sums.items())
+
+
+async def test_the_hourly_view_is_exactly_the_months_totals_also_with_repeated_events(
+    ledger: LedgerServiceAsyncStub,
+    ledger_app: LedgerApp,
+    producer: pulsar.Producer,
+    alice: Person,
+    bob: Person,
+    admin_token: str,
+) -> None:
+    admin = admin_md(admin_token)
+    day = datetime(2025, 3, 1, tzinfo=UTC) + timedelta(days=secrets.randbelow(300))
+    kinds = [(alice, "parley-scripted", "stop"), (bob, "smollm2", "error"), (alice, "smollm2", "cancelled")]
+    usages = [
+        Usage(
+            person.user_id, model, 10 * (i + 1), i, day + timedelta(hours=i % 5, minutes=i), finish_reason=end
+        )
+        for i, (person, model, end) in enumerate(kinds * 6)
+    ]
+    events = [u.event() for u in usages]
+    # Every event twice, the second time in another batch: the view counts each once.
+    publish(producer, events)
+    publish(producer, events)
+    start, end = _at(day), _at(day + timedelta(hours=5))
+
+    async def turns() -> int:
+        reply = await ledger.GetSpendReport(
+            pb.GetSpendReportRequest(dimension=pb.SPEND_DIMENSION_USER, start_time=start, end_time=end),
+            metadata=admin,
+        )
+        return sum(row.turns for row in reply.rows)
+
+    assert await eventually(turns, lambda count: count >= len(usages)) == len(usages)
+    reports, users = Reports(ledger_app.store), {alice.user_id, bob.user_id}
+    window = (day, day + timedelta(hours=5))
+    by_hour = _view_of(await reports.entries_by_hour(*window), users)
+    from_accounts = _view_of(await reports.entries_from_accounts(None, *window), users)
+    assert by_hour == from_accounts
+    assert sum(amounts[0] for _user, _parts, amounts in by_hour) == len(usages)
+
+
+async def test_months_recorded_before_the_view_are_projected_once_and_newer_totals_win(
+    start_ledger: Callable[..., Any], producer: pulsar.Producer, alice: Person, history_servers: LocalStack
+) -> None:
+    keyspace = f"ledger_hours_{secrets.token_hex(4)}"
+    app: LedgerApp = await start_ledger(keyspace=keyspace, subscription=f"ledger-{keyspace}")
+    day = datetime(2025, 9, 1, tzinfo=UTC) + timedelta(days=secrets.randbelow(25))
+    usages = [Usage(alice.user_id, "parley-scripted", 100, 0, day + timedelta(hours=h)) for h in range(3)]
+    publish(producer, [u.event() for u in usages])
+    reports, window = Reports(app.store), (day, day + timedelta(hours=3))
+    await eventually(
+        lambda: reports.entries_from_accounts([alice.user_id], *window), lambda entries: len(entries) == 3
+    )
+    await app.backfill.done.wait()
+    expected = _view_of(await reports.entries_from_accounts(None, *window), {alice.user_id})
+
+    # As if the ledger had recorded the month before the view existed: nothing in it.
+    await asyncio.to_thread(_truncate, history_servers, keyspace, ("hour_users", "hour_months"))
+    assert await reports.entries_by_hour(*window) == []
+    month = day.strftime("%Y-%m")
+    assert month in await project_unmarked_months(app.store)
+    assert _view_of(await reports.entries_by_hour(*window), {alice.user_id}) == expected
+    assert month not in await project_unmarked_months(app.store), "a marked month is not projected again"
+
+    # An older version of the month, written late (a slow writer), does not replace a newer one.
+    hour = day.strftime("%Y-%m-%dT%H")
+    current = await app.store.account(alice.user_id, month)
+    stale = AccountMonth(current.version - 1, {f"{hour}|parley-scripted|free||stop": (99, 0, 0, 0, 0)})
+    await app.store.put_hour_users(alice.user_id, stale, {hour})
+    assert _view_of(await reports.entries_by_hour(*window), {alice.user_id}) == expected
+
+
+def _truncate(stack: LocalStack, keyspace: str, tables: tuple[str, ...]) -> None:
+    host, port = stack.endpoint("cassandra-1", "cql")
+    cluster, session = connect([host], port)
+    try:
+        for table in tables:
+            session.execute(f"TRUNCATE {keyspace}.{table}", timeout=60)
+    finally:
+        cluster.shutdown()
