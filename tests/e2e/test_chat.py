@@ -1,5 +1,6 @@
 """A chat in the browser: an answer streams in visible steps, stops when asked, survives a
-reload mid-way, and an edited question starts a second branch."""
+reload mid-way, streams on another device signed in as the same person, and an edited
+question starts a second branch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.e2e.conftest import Screenshots
+from tests.e2e.conftest import Browsing, Screenshots
 from tests.e2e.ui import (
     answers,
     body,
@@ -18,6 +19,7 @@ from tests.e2e.ui import (
     finished,
     questions,
     settled,
+    sign_in,
     sign_up,
     start_chat,
     stop_button,
@@ -100,6 +102,29 @@ async def test_after_a_reload_mid_answer_the_same_answer_continues_to_its_end(pa
     assert len(resumed) < len(full), resumed
     await finished(page, same, full)
     await expect(answers(page)).to_have_count(1)
+
+
+async def test_an_answer_being_written_streams_on_another_device_too(page: Page, browsing: Browsing) -> None:
+    account = await sign_up(page)
+    said = f"Follow me from the other laptop {SLOWER}"
+    full = echo(said, reply_tokens=60)
+    conversation = await start_chat(page, said)
+    await expect(body(answers(page).last)).to_contain_text("you said: Follow me")
+
+    other = await browsing.new_page()
+    await sign_in(other, account)
+    await other.goto(f"/c/{conversation}")
+    answer = answers(other).last
+    # Still being written there: shown streaming, with Stop, and growing.
+    await expect(stop_button(other)).to_be_visible()
+    await expect(body(answer)).to_contain_text("you said: Follow me")
+    first = await text_of(answer)
+    assert full.startswith(first), first
+    assert len(first) < len(full), first
+    await expect(body(answer)).not_to_have_text(first)
+    await finished(other, answer, full)
+    await finished(page, answers(page).last, full)
+    await expect(answers(other)).to_have_count(1)
 
 
 async def test_editing_a_question_starts_a_second_branch_and_both_can_be_shown(page: Page) -> None:

@@ -65,6 +65,15 @@ async def sign_up(page: Page, display_name: str = "Ada Lovelace") -> Account:
     return account
 
 
+async def sign_in(page: Page, account: Account) -> None:
+    """Sign in through /signin (another device of the same person); returns once the shell shows."""
+    await page.goto("/signin")
+    await page.get_by_label("Email", exact=True).fill(account.email)
+    await page.get_by_label("Password", exact=True).fill(account.password)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(conversations(page)).to_be_visible()
+
+
 async def verify_email(page: Page, mailbox: Path, account: Account, api: Edge) -> None:
     """Open the link of the verification mail in page, as the account's owner would; returns
     once the account is verified."""

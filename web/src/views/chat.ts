@@ -1,6 +1,6 @@
 // The chat: the active path of a conversation, the answer streamed token by token, stop,
 // regenerate and edit (branches, with arrows between siblings), a model picker, and resume
-// after a reload in the middle of an answer.
+// after a reload in the middle of an answer, or on another device while it is written.
 import { Code } from "@connectrpc/connect";
 import { html, nothing, type TemplateResult } from "lit-html";
 import { unsafeHTML } from "lit-html/directives/unsafe-html.js";
@@ -262,17 +262,29 @@ async function finish(current: Live): Promise<void> {
   invalidate();
 }
 
-/** After a reload: a turn this browser started and did not see end is followed again. */
+/**
+ * A turn running elsewhere (another tab or device, or this one before a reload that lost
+ * its note): the active path ends with a question of a turn and nothing answers it yet.
+ */
+function unanswered(): Saved | null {
+  const last = path[path.length - 1];
+  if (!last || last.author !== Author.USER || !last.turn) return null;
+  const answered = [...messages.values()].some((message) => message.parentMessage === last.name);
+  return answered ? null : { turn: last.turn, question: "", after: last.name };
+}
+
+/** After a reload, or on another device: a turn still being written is followed again. */
 async function resumeSaved(id: string): Promise<void> {
   const raw = window.localStorage.getItem(liveKey(id));
-  if (!raw || live) return;
-  let saved: Saved;
+  if (live) return;
+  let saved: Saved | null;
   try {
-    saved = JSON.parse(raw) as Saved;
+    saved = raw ? (JSON.parse(raw) as Saved) : unanswered();
   } catch {
     window.localStorage.removeItem(liveKey(id));
-    return;
+    saved = unanswered();
   }
+  if (!saved) return;
   const abort = new AbortController();
   const current: Live = {
     conversation: conversationName(id),
