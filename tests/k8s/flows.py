@@ -5,9 +5,10 @@ A service's flows come from its own Settings class (the one it builds at start-u
 from the rendered Deployment's environment (its ConfigMap and Secret): every setting that
 names a `<service>.<namespace>.svc.cluster.local` host, with the port in the value or in
 the sibling `*_port` settings (cassandra_hosts + cassandra_port). An environment variable
-the class ignores is no flow. Envoy's come from the clusters of its rendered config.
-Hosts resolve through the rendered Services, or the Services the operators and charts
-create (STORE_SERVICES), to the pods behind them.
+the class ignores is no flow. Envoy's come from the clusters of its rendered config, the
+OpenTelemetry Collector's from the exporters of its rendered config (`${env:...}` filled
+in from its container's environment). Hosts resolve through the rendered Services, or the
+Services the operators and charts create (STORE_SERVICES), to the pods behind them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from pydantic_settings import BaseSettings
 
 from svc_history.settings import HistorySettings
@@ -73,6 +75,11 @@ STORE_PODS = [
 KUBE_DNS = Pod("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, {"dns": 53, "dns-tcp": 53})
 KUBE_SYSTEM_OTHER = Pod("metrics-server", "kube-system", {"k8s-app": "metrics-server"}, {"https": 10250})
 PROMETHEUS = Pod("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})
+#: The trace backend the collector exports to by default (jaeger-collector.monitoring:4317,
+#: its OTLP/gRPC receiver): operators run it; its labels here are a stand-in.
+TRACE_BACKEND = Pod(
+    "jaeger-collector", "monitoring", {"app.kubernetes.io/name": "jaeger"}, {"otlp-grpc": 4317}
+)
 INTERNET = Pod("internet", None, ip="203.0.113.10")
 
 
@@ -109,18 +116,21 @@ STORE_SERVICES = [
         {6650: "sts-pulsar", 8080: "sts-http"},
     ),
     Service("parley", "weaviate-headless", {"app": "weaviate"}, True, {}),
+    Service(
+        "monitoring", "jaeger-collector", {"app.kubernetes.io/name": "jaeger"}, False, {4317: "otlp-grpc"}
+    ),
 ]
 
 #: The Settings class each workload builds from its environment, and (for a process that
 #: uses only part of it) the top-level settings it opens connections from: the indexer
 #: shares svc_history's settings but connects to Cassandra, Pulsar, Triton and Weaviate
-#: only (svc_history/search/app.py).
+#: only (svc_history/search/app.py), and exports its spans (run_until_signal).
 SETTINGS: dict[str, tuple[type[BaseSettings], frozenset[str] | None]] = {
     "svc-session": (SessionSettings, None),
     "svc-history": (HistorySettings, None),
     "svc-history-indexer": (
         HistorySettings,
-        frozenset({"cassandra_hosts", "cassandra_port", "pulsar_url", "search"}),
+        frozenset({"cassandra_hosts", "cassandra_port", "pulsar_url", "search", "otlp_endpoint"}),
     ),
     "svc-router": (RouterSettings, None),
     "svc-ledger": (LedgerSettings, None),
@@ -130,6 +140,7 @@ _HOST = re.compile(r"(?P<host>[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.svc\.cluster\
 _ENVOY_ENDPOINT = re.compile(
     r"address:\s*\"?(?P<host>[a-z0-9.-]+\.svc\.cluster\.local)\"?,\s*port_value:\s*(?P<port>\d+)"
 )
+_ENV_REFERENCE = re.compile(r"\$\{env:(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -202,7 +213,15 @@ class Network:
             )
             for name, deployment in self.deployments.items()
         ]
-        self.pods = [*self.workloads, *STORE_PODS, KUBE_DNS, KUBE_SYSTEM_OTHER, PROMETHEUS, INTERNET]
+        self.pods = [
+            *self.workloads,
+            *STORE_PODS,
+            KUBE_DNS,
+            KUBE_SYSTEM_OTHER,
+            PROMETHEUS,
+            TRACE_BACKEND,
+            INTERNET,
+        ]
         self.services = [
             *(
                 Service(
@@ -252,6 +271,8 @@ class Network:
                 Endpoint("envoy.yaml clusters", m["host"], int(m["port"]))
                 for m in _ENVOY_ENDPOINT.finditer(config)
             ]
+        if workload == "otel-collector":
+            return self._collector_endpoints()
         if workload not in SETTINGS:
             return []
         settings_class, used = SETTINGS[workload]
@@ -260,6 +281,47 @@ class Network:
         if used is not None:
             values = {key: value for key, value in values.items() if key in used}
         return list(settings_endpoints(values))
+
+    def collector_config(self) -> Obj:
+        """The OpenTelemetry Collector's configuration, from the ConfigMap its pods mount."""
+        [volume] = [
+            v
+            for v in self.deployments["otel-collector"]["spec"]["template"]["spec"]["volumes"]
+            if "configMap" in v
+        ]
+        config: Obj = yaml.safe_load(
+            self._object("ConfigMap", volume["configMap"]["name"])["data"]["config.yaml"]
+        )
+        return config
+
+    def _collector_endpoints(self) -> list[Endpoint]:
+        """Where the collector's exporters send: every `otlp` exporter's endpoint and every
+        `loadbalancing` exporter's DNS resolver (a headless Service's pods at its port)."""
+        [container] = self.deployments["otel-collector"]["spec"]["template"]["spec"]["containers"]
+        env = {var["name"]: var["value"] for var in container.get("env", []) if "value" in var}
+
+        def expand(text: str) -> str:
+            return _ENV_REFERENCE.sub(lambda m: env[m["name"]], text)
+
+        found = []
+        for name, exporter in self.collector_config()["exporters"].items():
+            kind = name.split("/")[0]
+            if kind == "otlp":
+                target = f"exporters.{name}.endpoint"
+                found += [
+                    Endpoint(target, m["host"], int(m["port"]))
+                    for m in _HOST.finditer(expand(exporter["endpoint"]))
+                ]
+            elif kind == "loadbalancing":
+                dns = exporter["resolver"]["dns"]
+                host = expand(dns["hostname"])
+                assert _HOST.fullmatch(host), f"exporters.{name}: {host} is no Service's DNS name"
+                found.append(Endpoint(f"exporters.{name}.resolver.dns", host, int(dns.get("port", 4317))))
+            else:
+                raise AssertionError(
+                    f"exporters.{name}: flows.py does not know where a {kind} exporter sends"
+                )
+        return found
 
     def resolve(self, endpoint: Endpoint) -> list[tuple[Pod, int]]:
         """The pods (and their ports) a connection to endpoint reaches."""

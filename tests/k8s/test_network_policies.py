@@ -27,7 +27,11 @@ WORKLOADS = [
     "svc-ledger",
     "web",
     "triton",
+    "otel-collector",
 ]
+
+#: The workloads that export spans: their settings' otlp_endpoint names the collector.
+TRACED = ["svc-session", "svc-history", "svc-history-indexer", "svc-router", "svc-ledger"]
 
 
 @pytest.fixture(scope="module")
@@ -63,25 +67,31 @@ def test_the_flows_read_from_the_configuration_are_the_ones_each_workload_makes(
     """What the derivation finds, spelled out: a setting renamed or dropped shows up here."""
     found = {w: {f"{f.destination.name}:{f.port}" for f in network.flows(w)} for w in WORKLOADS}
     stores = {"cassandra:9042", "redis-primary:6379", "pulsar-proxy:6650"}
+    spans = "otel-collector:4317"
     assert found == {
         "envoy": {
             "svc-session:50051", "svc-session:8082", "svc-session:50052", "svc-history:50051",
             "svc-router:50051", "svc-ledger:50051", "web:8080",
         },
-        "svc-session": stores,
+        "svc-session": {*stores, spans},
         "svc-history": {
-            *stores, "svc-session:8082", "weaviate:8080", "weaviate:50051", "triton:8001",
+            *stores, "svc-session:8082", "weaviate:8080", "weaviate:50051", "triton:8001", spans,
         },
         "svc-history-indexer": {
-            "cassandra:9042", "pulsar-proxy:6650", "weaviate:8080", "weaviate:50051", "triton:8001",
+            "cassandra:9042", "pulsar-proxy:6650", "weaviate:8080", "weaviate:50051", "triton:8001", spans,
         },
-        "svc-router": {*stores, "svc-session:50052", "svc-session:8082", "svc-history:50051", "triton:8001"},
+        "svc-router": {
+            *stores, "svc-session:50052", "svc-session:8082", "svc-history:50051", "triton:8001", spans,
+        },
         "svc-ledger": {
             *stores, "pulsar-proxy:8080", "svc-session:8082", "svc-session:50051", "svc-history:50051",
             "svc-router:50051", "svc-ledger:50051", "svc-history-indexer:9464", "envoy:8081", "triton:8000",
+            spans,
         },
         "web": set(),
         "triton": set(),
+        # Its replicas (spans routed by trace id) and the trace backend.
+        "otel-collector": {"otel-collector:4319", "jaeger-collector:4317"},
     }  # fmt: skip
 
 
@@ -111,6 +121,12 @@ def test_every_flow_a_workload_is_configured_for_is_allowed_at_both_ends(
         ("triton", "svc-router", 50051),
         ("cassandra", "redis-primary", 6379),
         ("weaviate", "triton", 8001),
+        ("envoy", "otel-collector", 4317),  # Envoy sends no spans in Kubernetes
+        ("web", "otel-collector", 4317),
+        ("triton", "otel-collector", 4317),
+        ("svc-router", "otel-collector", 4319),  # the routed port is the replicas' own
+        ("otel-collector", "svc-history", 50051),
+        ("otel-collector", "otel-collector", 4317),
     ],
 )
 def test_a_flow_no_configuration_names_is_refused_by_its_source(
@@ -118,6 +134,39 @@ def test_a_flow_no_configuration_names_is_refused_by_its_source(
 ) -> None:
     flow = Flow(network.pod(source), network.pod(destination), port)
     assert f"{flow}: no egress rule of {source} allows it" in _refusals(network, flow)
+
+
+def test_every_workload_whose_settings_name_an_otlp_endpoint_reaches_the_collector_and_nothing_else_can(
+    network: Network,
+) -> None:
+    exporting = {
+        workload: [e for e in network.endpoints(workload) if e.setting == "otlp_endpoint"]
+        for workload in WORKLOADS
+    }
+    assert sorted(w for w, found in exporting.items() if found) == sorted(TRACED)
+    collector = network.pod("otel-collector")
+    for workload in TRACED:
+        [endpoint] = exporting[workload]
+        assert network.resolve(endpoint) == [(collector, 4317)]
+        assert _refusals(network, Flow(network.pod(workload), collector, 4317)) == []
+    # Everything else is refused at the collector itself (its ingress), whatever its egress.
+    for pod in network.pods:
+        if pod.name in TRACED:
+            continue
+        for port in (4317, 4319):
+            flow = Flow(pod, collector, port)
+            if pod is collector and port == 4319:
+                assert _refusals(network, flow) == []  # the replicas route spans to each other
+                continue
+            assert f"{flow}: no ingress rule of otel-collector allows it" in _refusals(network, flow)
+
+
+def test_the_collector_reaches_the_trace_backend_only_on_its_otlp_port(network: Network) -> None:
+    collector = network.pod("otel-collector")
+    backend = network.pod("jaeger-collector")
+    assert _refusals(network, Flow(collector, backend, 4317)) == []
+    assert _refusals(network, Flow(collector, backend, 16686)) != []  # Jaeger's UI/query port
+    assert _refusals(network, Flow(collector, PROMETHEUS, 9090)) != []
 
 
 @pytest.mark.parametrize("source", [*WORKLOADS, "cassandra", "redis-primary", "pulsar-broker", "weaviate"])
