@@ -5,10 +5,11 @@ conditional batches (store.LedgerStore.add_items): the new line items and what t
 the month's totals, applied together or not at all. An event already there is dropped
 from the batch and the rest is tried again, so a redelivered or replayed event adds
 nothing; another writer that moved the totals first makes the batch retry from the
-totals it left. Then the hours the events fall in are copied from the month's totals into
-the reports' hourly view (store.LedgerStore.put_hour_users), also when every event was a
-duplicate (a crash may have come between the two writes), and the budgets' Redis state is
-settled from the month's totals.
+totals it left. Then, for the whole batch at once, the turn minutes are written and the
+hours the events fall in are copied from each month's totals into the reports' hourly view
+(store.LedgerStore.put_hour_users), also when every event was a duplicate (a crash may
+have come between the writes), and the budgets' Redis state is settled from the months'
+totals.
 """
 
 from __future__ import annotations
@@ -94,12 +95,20 @@ class Accounts:
             )
         )
         unique = [event for events in groups.values() for event in events.values()]
+        # The minutes, and each month's hours copied into the reports' view: every write at
+        # once, none waiting on another (a month's version orders its own rows).
         await asyncio.gather(
             *(
                 self._store.add_minutes(rows[first : first + _CHUNK * 2])
                 for rows in _minute_rows(unique).values()
                 for first in range(0, len(rows), _CHUNK * 2)
-            )
+            ),
+            *(
+                self._store.put_hour_users(
+                    user_id, account, {event.totals_key.partition("|")[0] for event in events.values()}
+                )
+                for ((user_id, _month), events), (_, account) in zip(groups.items(), months, strict=True)
+            ),
         )
         await self._budgets.settle(
             sorted({e.item.turn.rsplit("/", 1)[-1] for e in unique}),
@@ -126,8 +135,6 @@ class Accounts:
                     new += written
             finally:
                 self._remember(user_id, month, account)
-            hours = {event.totals_key.partition("|")[0] for event in events}
-            await self._store.put_hour_users(user_id, account, hours)
             return new, account
 
     async def _write(self, account: AccountMonth, events: list[Priced]) -> tuple[int, AccountMonth]:
