@@ -30,6 +30,7 @@ PORTS = {
     "session_jwks": 8082,
     "session_internal": 50052,
     "web_http": 8080,
+    "otlp": 4317,  # the collector's OTLP/gRPC Service port
 }
 
 #: Trusted proxies in front of Envoy: the cloud's load balancer.
@@ -57,8 +58,9 @@ def k8s_edge_inputs() -> EdgeInputs:
         issuer="https://parley.local/session",
         audience="parley",
         xff_num_trusted_hops=XFF_TRUSTED_HOPS,
-        # No collector in the cluster yet: Envoy passes traceparent on and records nothing.
-        otlp=None,
+        # The OpenTelemetry Collector (k8s/base/otel-collector.yaml): Envoy's span of each
+        # request is the root (or the client's child) of the services' spans.
+        otlp=Address(service_host("otel-collector"), PORTS["otlp"]),
     )
 
 

@@ -71,7 +71,7 @@ def test_the_flows_read_from_the_configuration_are_the_ones_each_workload_makes(
     assert found == {
         "envoy": {
             "svc-session:50051", "svc-session:8082", "svc-session:50052", "svc-history:50051",
-            "svc-router:50051", "svc-ledger:50051", "web:8080",
+            "svc-router:50051", "svc-ledger:50051", "web:8080", spans,
         },
         "svc-session": {*stores, spans},
         "svc-history": {
@@ -121,7 +121,6 @@ def test_every_flow_a_workload_is_configured_for_is_allowed_at_both_ends(
         ("triton", "svc-router", 50051),
         ("cassandra", "redis-primary", 6379),
         ("weaviate", "triton", 8001),
-        ("envoy", "otel-collector", 4317),  # Envoy sends no spans in Kubernetes
         ("web", "otel-collector", 4317),
         ("triton", "otel-collector", 4317),
         ("svc-router", "otel-collector", 4319),  # the routed port is the replicas' own
@@ -149,9 +148,13 @@ def test_every_workload_whose_settings_name_an_otlp_endpoint_reaches_the_collect
         [endpoint] = exporting[workload]
         assert network.resolve(endpoint) == [(collector, 4317)]
         assert _refusals(network, Flow(network.pod(workload), collector, 4317)) == []
+    # Envoy exports through a cluster of its rendered config, not a setting.
+    edge_spans = [e for e in network.endpoints("envoy") if network.resolve(e) == [(collector, 4317)]]
+    assert len(edge_spans) == 1, edge_spans
+    assert _refusals(network, Flow(network.pod("envoy"), collector, 4317)) == []
     # Everything else is refused at the collector itself (its ingress), whatever its egress.
     for pod in network.pods:
-        if pod.name in TRACED:
+        if pod.name in TRACED or pod.name == "envoy":
             continue
         for port in (4317, 4319):
             flow = Flow(pod, collector, port)
