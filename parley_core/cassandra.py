@@ -1,5 +1,6 @@
 """Cassandra wiring every service shares: a session at LOCAL_QUORUM, signed in as the
-service's role where the cluster authenticates, and awaitable queries.
+service's role where the cluster authenticates, awaitable queries, and a metric and a
+trace span of each request.
 
 The DataStax driver's I/O runs on its own event-loop thread; `execute` bridges its
 ResponseFuture to an asyncio future, so no query ever blocks the service's loop.
@@ -8,6 +9,7 @@ ResponseFuture to an asyncio future, so no query ever blocks the service's loop.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +18,9 @@ from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import PreparedStatement, Statement
+from cassandra.query import BatchStatement, BoundStatement, PreparedStatement, SimpleStatement, Statement
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry, Histogram
 
 from parley_core.settings import CassandraSettings
@@ -25,6 +29,7 @@ __all__ = [
     "connect",
     "connect_to",
     "create_keyspace",
+    "describe_statement",
     "execute",
     "execute_all",
     "execute_lwt",
@@ -116,8 +121,47 @@ def create_keyspace(session: Session, keyspace: str, replication_factor: int) ->
     session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {strategy}")
 
 
+_tracer = trace.get_tracer("parley.cassandra")
+
+#: The verb and the table of a CQL statement: `SELECT ... FROM ks.table`, `INSERT INTO
+#: ks.table`, `UPDATE ks.table`, `DELETE ... FROM ks.table`, `CREATE TABLE ks.table`, ...
+_STATEMENT = re.compile(
+    r"^\s*(?P<verb>\w+)\b(?:.*?\b(?P<kind>FROM|INTO|TABLE|KEYSPACE)\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?"
+    r"(?P<name>[\w.\"]+))?",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def describe_statement(statement: object) -> tuple[str, str, str]:
+    """(operation, keyspace, table) of a request: its CQL verb and what it names; BATCH for
+    a batch. Never the values: a span carries no user data."""
+    if isinstance(statement, BatchStatement):
+        return "BATCH", "", ""
+    if isinstance(statement, BoundStatement):
+        text = statement.prepared_statement.query_string
+    elif isinstance(statement, SimpleStatement):
+        text = statement.query_string
+    else:
+        text = str(statement)
+    found = _STATEMENT.match(text)
+    if found is None:
+        return "CQL", "", ""
+    verb = found["verb"].upper()
+    name = found["name"] or ""
+    words = text.split()
+    if verb == "UPDATE" and len(words) > 1:  # UPDATE names its table first
+        name = words[1]
+    if (found["kind"] or "").upper() == "KEYSPACE":
+        return verb, name.replace('"', ""), ""
+    keyspace, _, table = name.replace('"', "").rpartition(".")
+    return verb, keyspace, table
+
+
 def observe_requests(session: Session, registry: CollectorRegistry) -> Histogram:
-    """Time every request of session, from its creation to its first page or its error.
+    """Time every request of session, from its creation to its first page or its error, and
+    trace it: inside a traced call (a gRPC method, a consumed event) each request is a
+    CLIENT span of that call (`cassandra SELECT account_months`), ended with its first page
+    or its error. Requests outside any trace (background loops) make no span.
 
     The driver calls its request-init listeners before sending, so this covers every
     statement the service runs (through `execute*` or not) without wrapping each call.
@@ -134,17 +178,36 @@ def observe_requests(session: Session, registry: CollectorRegistry) -> Histogram
     def started(future: ResponseFuture) -> None:
         begun = time.perf_counter()
         seen = False
+        span = _request_span(future)
 
-        def observe(child: Any) -> None:
+        def observe(child: Any, failure: BaseException | None = None) -> None:
             nonlocal seen
             if not seen:  # a paged query calls back once per page; its first one counts
                 seen = True
                 child.observe(time.perf_counter() - begun)
+                if span is not None:
+                    if failure is not None:
+                        span.set_status(Status(StatusCode.ERROR, type(failure).__name__))
+                    span.end()
 
-        future.add_callbacks(lambda _rows: observe(ok), lambda _error: observe(error))
+        future.add_callbacks(lambda _rows: observe(ok), lambda failure: observe(error, failure))
 
     session.add_request_init_listener(started)
     return seconds
+
+
+def _request_span(future: ResponseFuture) -> trace.Span | None:
+    """A CLIENT span of the request under the current span; None outside a trace."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    operation, keyspace, table = describe_statement(future.query)
+    attributes = {"db.system": "cassandra", "db.operation.name": operation}
+    if table:
+        attributes["db.collection.name"] = table
+    if keyspace:
+        attributes["db.namespace"] = keyspace
+    name = f"cassandra {operation} {table}" if table else f"cassandra {operation}"
+    return _tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
 
 async def execute(

@@ -173,6 +173,15 @@ async def test_a_turn_through_the_edge_is_one_trace_across_the_services(
         assert (client.service, client.kind, client.operation) == ("svc_router", "client", span.operation)
         assert _caller(spans, client) == stream_turn
 
+    # History's writes for the turn show as Cassandra requests under its server spans, by
+    # verb and table, with no values.
+    history_ids = {s.span_id for s in history_servers}
+    cql = [s for s in spans if s.service == "svc_history" and s.operation.startswith("cassandra ")]
+    assert any(s.parent_id in history_ids for s in cql), sorted(s.operation for s in spans)
+    for span in cql:
+        assert (span.kind, span.tags["db.system"]) == ("client", "cassandra")
+        assert span.operation.split()[1] == span.tags["db.operation.name"]
+
     # The router streamed the answer from Triton under a client span of its own.
     [model_call] = [s for s in spans if s.operation == "triton ModelStreamInfer"]
     assert (model_call.service, model_call.kind) == ("svc_router", "client")
