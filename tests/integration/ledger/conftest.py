@@ -97,15 +97,16 @@ async def start_ledger(
         # Keyspaces of their own are dropped: every table costs the test Cassandra heap.
         own = {app.settings.keyspace for app in started} - {KEYSPACE}
         if own:
-            await asyncio.to_thread(_drop_keyspaces, history_servers, own)
+            await asyncio.to_thread(run_cql, history_servers, [f"DROP KEYSPACE IF EXISTS {ks}" for ks in own])
 
 
-def _drop_keyspaces(stack: LocalStack, keyspaces: set[str]) -> None:
+def run_cql(stack: LocalStack, statements: list[str]) -> None:
+    """Schema statements (drop, truncate) on the stack's Cassandra, one after another."""
     host, port = stack.endpoint("cassandra-1", "cql")
     cluster, session = connect([host], port)
     try:
-        for keyspace in keyspaces:
-            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        for statement in statements:
+            session.execute(statement, timeout=60)
     finally:
         cluster.shutdown()
 

@@ -12,13 +12,12 @@ import pulsar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from parley.ledger.v1 import ledger_pb2 as pb
-from parley_core.cassandra import connect
 from parley_stack.testing import LocalStack
 from svc_ledger.hours import project_unmarked_months
 from svc_ledger.reports import Entry, Reports
 from svc_ledger.store import ZERO, AccountMonth, Amounts, add
 from tests.integration.history.helpers import Person
-from tests.integration.ledger.conftest import admin_md
+from tests.integration.ledger.conftest import admin_md, run_cql
 from tests.integration.ledger.helpers import Usage, eventually, publish
 
 if TYPE_CHECKING:
@@ -209,7 +208,8 @@ async def test_months_recorded_before_the_view_are_projected_once_and_newer_tota
     expected = _view_of(await reports.entries_from_accounts(None, *window), {alice.user_id})
 
     # As if the ledger had recorded the month before the view existed: nothing in it.
-    await asyncio.to_thread(_truncate, history_servers, keyspace, ("hour_users", "hour_months"))
+    truncate = [f"TRUNCATE {keyspace}.{table}" for table in ("hour_users", "hour_months")]
+    await asyncio.to_thread(run_cql, history_servers, truncate)
     assert await reports.entries_by_hour(*window) == []
     month = day.strftime("%Y-%m")
     assert month in await project_unmarked_months(app.store)
@@ -222,13 +222,3 @@ async def test_months_recorded_before_the_view_are_projected_once_and_newer_tota
     stale = AccountMonth(current.version - 1, {f"{hour}|parley-scripted|free||stop": (99, 0, 0, 0, 0)})
     await app.store.put_hour_users(alice.user_id, stale, {hour})
     assert _view_of(await reports.entries_by_hour(*window), {alice.user_id}) == expected
-
-
-def _truncate(stack: LocalStack, keyspace: str, tables: tuple[str, ...]) -> None:
-    host, port = stack.endpoint("cassandra-1", "cql")
-    cluster, session = connect([host], port)
-    try:
-        for table in tables:
-            session.execute(f"TRUNCATE {keyspace}.{table}", timeout=60)
-    finally:
-        cluster.shutdown()
