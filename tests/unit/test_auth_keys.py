@@ -1,6 +1,8 @@
 """HttpKeySource: whom it trusts, how long it caches, and how a failing JWKS reaches callers.
 
-The JWKS is served by a real aiohttp server on 127.0.0.1 (loopback only, no network).
+The JWKS is served by a real aiohttp server on 127.0.0.1 (loopback only, no network). The
+source's clock is the test's own (`clock`): cache lifetimes are stepped through, not slept
+through, so a slow fetch on a loaded machine cannot age a cache under a test's feet.
 """
 
 from __future__ import annotations
@@ -8,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -39,6 +41,27 @@ class Jwks:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
+
+
+class Clock:
+    """The monotonic time HttpKeySource reads: still until a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """HttpKeySource's clock (its module's `time`, not the event loop's)."""
+    fake = Clock()
+    monkeypatch.setattr("parley_core.auth._keys.time", SimpleNamespace(monotonic=fake.monotonic))
+    return fake
 
 
 @pytest.fixture
@@ -104,13 +127,14 @@ def test_https_anywhere_and_http_to_loopback_are_accepted(url: str) -> None:
     HttpKeySource(url)
 
 
-async def test_keys_are_cached_until_the_ttl_then_fetched_again(jwks: Jwks) -> None:
+async def test_keys_are_cached_until_the_ttl_then_fetched_again(jwks: Jwks, clock: Clock) -> None:
     source = HttpKeySource(jwks.url, cache_ttl_s=0.3)
 
     first = await source.key_set(refresh=False)
+    clock.advance(0.29)
     again = await source.key_set(refresh=False)
     requests_while_cached = jwks.requests
-    await asyncio.sleep(0.35)
+    clock.advance(0.02)
     await source.key_set(refresh=False)
 
     assert again is first
@@ -118,26 +142,26 @@ async def test_keys_are_cached_until_the_ttl_then_fetched_again(jwks: Jwks) -> N
     assert (requests_while_cached, jwks.requests) == (1, 2)
 
 
-async def test_a_smaller_max_age_from_the_server_shortens_the_ttl(jwks: Jwks) -> None:
+async def test_a_smaller_max_age_from_the_server_shortens_the_ttl(jwks: Jwks, clock: Clock) -> None:
     jwks.headers = {"Cache-Control": "public, max-age=1"}
     source = HttpKeySource(jwks.url, cache_ttl_s=300)
 
     await source.key_set(refresh=False)
-    await asyncio.sleep(0.5)
+    clock.advance(0.5)
     await source.key_set(refresh=False)
     requests_within_max_age = jwks.requests
-    await asyncio.sleep(0.6)
+    clock.advance(0.6)
     await source.key_set(refresh=False)
 
     assert (requests_within_max_age, jwks.requests) == (1, 2)
 
 
-async def test_a_larger_max_age_does_not_lengthen_the_ttl(jwks: Jwks) -> None:
+async def test_a_larger_max_age_does_not_lengthen_the_ttl(jwks: Jwks, clock: Clock) -> None:
     jwks.headers = {"Cache-Control": "max-age=3600"}
     source = HttpKeySource(jwks.url, cache_ttl_s=0.2)
 
     await source.key_set(refresh=False)
-    await asyncio.sleep(0.25)
+    clock.advance(0.25)
     await source.key_set(refresh=False)
 
     assert jwks.requests == 2
@@ -204,16 +228,15 @@ async def test_a_failing_fetch_is_unavailable_with_retry_info_and_no_address(
     _assert_unavailable_without_address(refused.value, jwks.port)
 
 
-async def test_expired_keys_stay_in_use_for_the_grace_while_the_jwks_fails(jwks: Jwks) -> None:
+async def test_expired_keys_stay_in_use_for_the_grace_while_the_jwks_fails(jwks: Jwks, clock: Clock) -> None:
     source = HttpKeySource(jwks.url, cache_ttl_s=0.2, stale_grace_s=0.6, retry_s=0.05)
-    fetched_at = time.monotonic()
     keys = await source.key_set(refresh=False)
     jwks.status = 503
 
-    await asyncio.sleep(0.25)  # expired, within the grace
+    clock.advance(0.25)  # expired, within the grace
     stale = await source.key_set(refresh=False)
     tried = jwks.requests
-    await asyncio.sleep(fetched_at + 0.2 + 0.6 + 0.05 - time.monotonic())  # past the grace
+    clock.advance(0.6)  # past the grace (0.2 + 0.6 after the fetch), and past the retry
     with pytest.raises(RpcError) as refused:
         await source.key_set(refresh=False)
 
@@ -222,17 +245,20 @@ async def test_expired_keys_stay_in_use_for_the_grace_while_the_jwks_fails(jwks:
     _assert_unavailable_without_address(refused.value, jwks.port)
 
 
-async def test_after_a_failed_fetch_callers_are_answered_at_once_until_the_retry(jwks: Jwks) -> None:
+async def test_after_a_failed_fetch_callers_are_answered_at_once_until_the_retry(
+    jwks: Jwks, clock: Clock
+) -> None:
     jwks.status = 500
     source = HttpKeySource(jwks.url, retry_s=0.3)
     with pytest.raises(RpcError):
         await source.key_set(refresh=False)
     jwks.status = 200
 
+    clock.advance(0.29)
     with pytest.raises(RpcError) as too_soon:
         await source.key_set(refresh=False)
     requests_before_retry = jwks.requests
-    await asyncio.sleep(0.35)
+    clock.advance(0.02)
     keys = await source.key_set(refresh=False)
 
     assert too_soon.value.reason == "AUTH_BACKEND_UNAVAILABLE"
