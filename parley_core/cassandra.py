@@ -9,6 +9,7 @@ ResponseFuture to an asyncio future, so no query ever blocks the service's loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Sequence
@@ -138,11 +139,14 @@ def describe_statement(statement: object) -> tuple[str, str, str]:
     if isinstance(statement, BatchStatement):
         return "BATCH", "", ""
     if isinstance(statement, BoundStatement):
-        text = statement.prepared_statement.query_string
-    elif isinstance(statement, SimpleStatement):
-        text = statement.query_string
-    else:
-        text = str(statement)
+        return _describe_prepared(statement.prepared_statement.query_string)
+    if isinstance(statement, SimpleStatement):
+        return _describe_text(statement.query_string)
+    return _describe_text(str(statement))
+
+
+def _describe_text(text: str) -> tuple[str, str, str]:
+    """describe_statement of one CQL text."""
     found = _STATEMENT.match(text)
     if found is None:
         return "CQL", "", ""
@@ -155,6 +159,11 @@ def describe_statement(statement: object) -> tuple[str, str, str]:
         return verb, name.replace('"', ""), ""
     keyspace, _, table = name.replace('"', "").rpartition(".")
     return verb, keyspace, table
+
+
+#: A service runs the same prepared statements over and over: the regex runs once for each,
+#: not once per request. Only prepared texts are kept (they hold no values).
+_describe_prepared = functools.lru_cache(maxsize=1024)(_describe_text)
 
 
 def observe_requests(session: Session, registry: CollectorRegistry) -> Histogram:
