@@ -16,6 +16,7 @@ import pytest
 from cassandra import ConsistencyLevel, Unavailable
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, FallthroughRetryPolicy, TokenAwarePolicy
+from cassandra.pool import Host
 
 from parley_stack.config import StackConfig
 from parley_stack.testing import LocalStack, side_stack_offset
@@ -39,7 +40,13 @@ def _session(host: str, port: int) -> Iterator[Session]:
         consistency_level=ConsistencyLevel.QUORUM,
         request_timeout=20,
     )
-    cluster = Cluster([host], port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    # DDL waits (up to a minute on a loaded machine) until every node reports its schema.
+    cluster = Cluster(
+        [host],
+        port=port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        max_schema_agreement_wait=60,
+    )
     try:
         yield cluster.connect()
     finally:
@@ -47,11 +54,13 @@ def _session(host: str, port: int) -> Iterator[Session]:
 
 
 def _create_table(session: Session, keyspace: str, replication_factor: int) -> None:
-    session.execute(
+    for ddl in (
         f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-        f"{{'class': 'NetworkTopologyStrategy', 'datacenter1': {replication_factor}}}"
-    )
-    session.execute(f"CREATE TABLE IF NOT EXISTS {keyspace}.kv (k text PRIMARY KEY, v text)")
+        f"{{'class': 'NetworkTopologyStrategy', 'datacenter1': {replication_factor}}}",
+        f"CREATE TABLE IF NOT EXISTS {keyspace}.kv (k text PRIMARY KEY, v text)",
+    ):
+        result = session.execute(ddl)
+        assert result.response_future.is_schema_agreed, f"the nodes never agreed on the schema after {ddl}"
 
 
 def _put(session: Session, keyspace: str, key: str, value: str) -> None:
@@ -74,21 +83,33 @@ def test_quorum_write_is_read_back_on_one_node(local_stack: LocalStack) -> None:
         assert _get(session, "stack_test_single", key) == "hello"
 
 
+def _ring_view(session: Session, host: Host) -> tuple[int, set[object]]:
+    """What one node itself knows: how many peers it holds as ring members (a peer row gets its
+    tokens when the peer turns NORMAL there) and the schema versions it and they report."""
+    local = session.execute("SELECT schema_version FROM system.local", host=host).one()
+    peers = list(session.execute("SELECT peer, schema_version, tokens FROM system.peers", host=host))
+    members = [p for p in peers if p.tokens]
+    return len(members), {local.schema_version, *(p.schema_version for p in peers)}
+
+
 def _wait_for_ring(stack: LocalStack, nodes: int, timeout_s: float = 180.0) -> None:
-    """Until the first node sees the others up and every node has its schema: each node is
-    ready on its own before gossip has joined them (slowly, on a busy machine), and DDL
-    sent then is not seen by the nodes that have not joined."""
+    """Until every node sees the others as members and all report one schema version.
+
+    Each node is ready on its own before gossip has joined them (slowly, on a busy machine).
+    Asking node 1 alone is not enough: DDL coordinated by a node that has not yet taken in
+    the others is planned for a ring of one ("replication factor 3 ... higher than the number
+    of nodes 1"), and a node that lags on schema answers "keyspace doesn't exist".
+    """
     host, port = stack.endpoint("cassandra-1", "cql")
     deadline = time.monotonic() + timeout_s
     with _session(host, port) as session:
         while True:
-            local = session.execute("SELECT schema_version FROM system.local").one()
-            peers = list(session.execute("SELECT peer, schema_version FROM system.peers"))
-            versions = {local.schema_version, *(p.schema_version for p in peers)}
             up = [h for h in session.cluster.metadata.all_hosts() if h.is_up]
-            if len(peers) == nodes - 1 and len(versions) == 1 and len(up) == nodes:
+            views = [_ring_view(session, h) for h in up] if len(up) == nodes else []
+            versions = set().union(*(v for _, v in views)) if views else set()
+            if views and all(members == nodes - 1 for members, _ in views) and len(versions) == 1:
                 return
-            assert time.monotonic() < deadline, f"the ring never formed: {len(peers) + 1} nodes, {versions}"
+            assert time.monotonic() < deadline, f"the ring never formed: {len(up)} up, views {views}"
             time.sleep(1.0)
 
 
