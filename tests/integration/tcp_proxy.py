@@ -45,16 +45,22 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        # Held from the first moment, so a cut during the upstream connect aborts it too.
+        self._writers.add(writer)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        except OSError:
+        except BaseException as error:
             writer.transport.abort()
-            return
+            self._writers.discard(writer)
+            if isinstance(error, OSError):
+                return  # the server is down too: the client sees its connection dropped
+            raise
         if self._cut:
-            writer.transport.abort()
-            upstream_writer.transport.abort()
+            for side in (writer, upstream_writer):
+                side.transport.abort()
+                self._writers.discard(side)
             return
-        self._writers.update({writer, upstream_writer})
+        self._writers.add(upstream_writer)
         for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
             task = asyncio.create_task(self._pipe(source, sink))
             self._tasks.add(task)

@@ -40,8 +40,14 @@ class CuttableProxy:
         if self._cut:
             writer.close()
             return
-        upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        self._writers.update((writer, upstream_writer))
+        self._writers.add(writer)  # a cut while the upstream connect is under way closes it
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except BaseException:
+            writer.close()
+            self._writers.discard(writer)
+            raise
+        self._writers.add(upstream_writer)
         await asyncio.gather(_pump(reader, upstream_writer), _pump(upstream_reader, writer))
         self._writers.difference_update((writer, upstream_writer))
 

@@ -130,11 +130,17 @@ class EventTap:
         self._consumer.close()
 
     async def take(
-        self, wanted: Callable[[pulsar.Message], bool], count: int, timeout_s: float = 30.0
+        self,
+        wanted: Callable[[pulsar.Message], bool],
+        count: int,
+        timeout_s: float = 30.0,
+        distinct: Callable[[pulsar.Message], object] | None = None,
     ) -> list[pulsar.Message]:
         """The first count messages that match wanted (acknowledging everything read); fewer
-        when the timeout passes first."""
+        when the timeout passes first. With distinct, a message whose key was seen is passed
+        over: a topic written at least once may hold a redelivered event twice."""
         found: list[pulsar.Message] = []
+        seen: set[object] = set()
         deadline = time.monotonic() + timeout_s
         while len(found) < count and time.monotonic() < deadline:
             try:
@@ -142,7 +148,11 @@ class EventTap:
             except pulsar.Timeout:
                 continue
             self._consumer.acknowledge(message)
-            if wanted(message):
+            if not wanted(message):
+                continue
+            key = distinct(message) if distinct is not None else object()
+            if key not in seen:
+                seen.add(key)
                 found.append(message)
         return found
 
