@@ -50,16 +50,25 @@ class Address:
             raise ValueError(f"port must be an integer in 0..65535, got {self.port!r}")
 
 
+#: A service cluster's hosts: one address (a DNS name Envoy resolves to every ready pod, in
+#: Kubernetes) or several (a local drill with a second instance, or a test's host that is down).
+Upstream = Address | tuple[Address, ...]
+
+
+def upstream_addresses(upstream: Upstream) -> tuple[Address, ...]:
+    return upstream if isinstance(upstream, tuple) else (upstream,)
+
+
 @dataclass(frozen=True)
 class EdgeInputs:
     """Everything an environment decides about the edge; the rest is in the template."""
 
     listen: Address  # the public listener: native gRPC and gRPC-Web
     admin: Address
-    svc_session: Address
-    svc_history: Address
-    svc_router: Address
-    svc_ledger: Address
+    svc_session: Upstream
+    svc_history: Upstream
+    svc_router: Upstream
+    svc_ledger: Upstream
     #: svc_session's JWKS over plain HTTP (`/.well-known/jwks.json`), for jwt_authn.
     session_jwks: Address
     #: svc_session's internal listener: Envoy's rate limit service (gRPC), never public.
@@ -67,7 +76,8 @@ class EdgeInputs:
     #: The web app's static files (web/dist) over plain HTTP/1.1.
     web: Address
     #: The internal listener: Envoy's own view of each service cluster's health
-    #: (`/clusters/{cluster}/health`, 200 or 503), for svc_ledger's GetSystemHealth. Reachable
+    #: (`/clusters/{cluster}/health` and `.../health/any`, 200 or 503), for svc_ledger's
+    #: GetSystemHealth. Reachable
     #: inside the cluster only, never the public listener's address.
     internal: Address
     #: The `iss` and `aud` an access token must carry (svc_session's settings).
@@ -88,6 +98,9 @@ class EdgeInputs:
                     raise ValueError(f"{field.name} must be a plain URL or name, got {value!r}")
             elif field.name == "otlp" and value is None:
                 continue
+            elif field.name in CLUSTERS and isinstance(value, tuple):
+                if not value or not all(isinstance(one, Address) for one in value):
+                    raise TypeError(f"{field.name} must be an Address or a non-empty tuple of them")
             elif field.name != "xff_num_trusted_hops" and not isinstance(value, Address):
                 raise TypeError(f"{field.name} must be an Address, got {value!r}")
         if self.internal == self.listen or self.internal.port == self.listen.port != 0:
@@ -111,8 +124,20 @@ def cluster_health_path(cluster: str) -> str:
     return f"/clusters/{cluster}/health"
 
 
+def cluster_any_healthy_path(cluster: str) -> str:
+    """200 while at least one host of the cluster passes its health checks (Envoy still
+    routes to it), 503 when none does (or while Envoy drains). With the path above it tells
+    a cluster that lost some hosts (DEGRADED) from one that lost all (UNHEALTHY)."""
+    return f"{cluster_health_path(cluster)}/any"
+
+
 #: The share of a cluster's hosts that must be healthy for its health path to answer 200.
 CLUSTER_MIN_HEALTHY_PERCENT = 100.0
+
+#: The same for the any-healthy path. Envoy takes the percentage as a whole number (0.5 is 0,
+#: which passes with no healthy host at all) and answers 503 when 100 * healthy < total *
+#: percent: 1 means "at least one host" for clusters of up to 100 hosts.
+CLUSTER_ANY_HEALTHY_PERCENT = 1.0
 
 #: The largest request body (one gRPC message and its 5-byte frame header) the edge takes
 #: for a unary or server-streaming method. A message's text is at most 100,000 characters
@@ -240,17 +265,30 @@ def _cluster_health_filters() -> str:
     kind = "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck"
     blocks = []
     for cluster in CLUSTERS:
-        path = cluster_health_path(cluster)
-        blocks.append(
-            f"          - name: envoy.filters.http.health_check\n"
-            f"            typed_config:\n"
-            f'              "@type": {kind}\n'
-            f"              pass_through_mode: false\n"
-            f'              headers: [{{name: ":path", string_match: {{exact: "{path}"}}}}]\n'
-            f"              cluster_min_healthy_percentages:\n"
-            f"                {cluster}: {{value: {CLUSTER_MIN_HEALTHY_PERCENT}}}"
-        )
+        for path, percent in (
+            (cluster_health_path(cluster), CLUSTER_MIN_HEALTHY_PERCENT),
+            (cluster_any_healthy_path(cluster), CLUSTER_ANY_HEALTHY_PERCENT),
+        ):
+            blocks.append(
+                f"          - name: envoy.filters.http.health_check\n"
+                f"            typed_config:\n"
+                f'              "@type": {kind}\n'
+                f"              pass_through_mode: false\n"
+                f'              headers: [{{name: ":path", string_match: {{exact: "{path}"}}}}]\n'
+                f"              cluster_min_healthy_percentages:\n"
+                f"                {cluster}: {{value: {percent}}}"
+            )
     return "\n".join(blocks)
+
+
+def _lb_endpoints(upstream: Upstream) -> str:
+    """A service cluster's `lb_endpoints`, one per address."""
+    return "\n".join(
+        f"        - endpoint:\n"
+        f"            address:\n"
+        f'              socket_address: {{address: "{one.host}", port_value: {one.port}}}'
+        for one in upstream_addresses(upstream)
+    )
 
 
 def _tracing(otlp: Address | None) -> tuple[str, str]:
@@ -322,10 +360,12 @@ def render(inputs: EdgeInputs) -> str:
         for path in PUBLIC
         if path not in ANONYMOUS
     )
-    for cluster in (*CLUSTERS, "session_jwks", "rate_limit", "web"):
-        upstream: Address = getattr(inputs, cluster)
-        values[f"{cluster}_host"] = upstream.host
-        values[f"{cluster}_port"] = upstream.port
+    for cluster in CLUSTERS:
+        values[f"{cluster}_endpoints"] = _lb_endpoints(getattr(inputs, cluster))
+    for name in ("session_jwks", "rate_limit", "web"):
+        upstream: Address = getattr(inputs, name)
+        values[f"{name}_host"] = upstream.host
+        values[f"{name}_port"] = upstream.port
     # substitute, not safe_substitute: a ${name} the template gained without an input here
     # is a KeyError, never a literal "${name}" in Envoy's config.
     return Template(TEMPLATE.read_text()).substitute(values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -95,27 +96,43 @@ async def indexer(http: httpx.AsyncClient, url: str, budget_s: float) -> list[Co
 
 
 async def edge_cluster(http: httpx.AsyncClient, base: str, cluster: str, budget_s: float) -> list[Component]:
-    """Envoy's own view of one cluster, from its internal listener (edge_proxy.render)."""
-    # Not imported from edge_proxy: services never import the edge's code; the path is the
-    # contract between them (edge_proxy.render.cluster_health_path).
-    url = f"{base.rstrip('/')}/clusters/{cluster}/health"
+    """Envoy's own view of one cluster, from its internal listener (edge_proxy.render): every
+    host healthy is HEALTHY; some is DEGRADED (Envoy routes to those); none is UNHEALTHY."""
+    # Not imported from edge_proxy: services never import the edge's code; the paths are the
+    # contract between them (edge_proxy.render.cluster_health_path, cluster_any_healthy_path).
+    path = f"{base.rstrip('/')}/clusters/{cluster}/health"
+    deadline = time.monotonic() + budget_s
     try:
-        reply = await http.get(url, timeout=budget_s)
+        every = await http.get(path, timeout=budget_s)
+        some = None
+        if every.status_code == 503 and not _draining(every):
+            some = await http.get(f"{path}/any", timeout=max(deadline - time.monotonic(), 0.01))
     except httpx.HTTPError as error:
         detail = f"the edge's internal listener did not answer: {_error(error)}"
         return [Component(cluster, Kind.EDGE_CLUSTER, State.UNKNOWN, detail)]
-    if reply.status_code == 200:
-        detail = "every host passes Envoy's health checks"
-        return [Component(cluster, Kind.EDGE_CLUSTER, State.HEALTHY, detail)]
-    if reply.status_code == 503:
-        detail = (
-            "Envoy is failing its own health checks (draining)"
-            if reply.headers.get("x-envoy-immediate-health-check-fail")
-            else "hosts failing Envoy's health checks"
-        )
-        return [Component(cluster, Kind.EDGE_CLUSTER, State.UNHEALTHY, detail)]
-    detail = f"the edge does not report this cluster (HTTP {reply.status_code})"
-    return [Component(cluster, Kind.EDGE_CLUSTER, State.UNKNOWN, detail)]
+    state, detail = _cluster_state(every, some)
+    return [Component(cluster, Kind.EDGE_CLUSTER, state, detail)]
+
+
+def _draining(reply: httpx.Response) -> bool:
+    return bool(reply.headers.get("x-envoy-immediate-health-check-fail"))
+
+
+def _cluster_state(every: httpx.Response, some: httpx.Response | None) -> tuple[State, str]:
+    """A cluster's state from the answers of its every-host path and (after a 503 there) its
+    any-host path."""
+    if every.status_code == 200:
+        return State.HEALTHY, "every host passes Envoy's health checks"
+    if every.status_code == 503 and _draining(every):
+        return State.UNHEALTHY, "Envoy is failing its own health checks (draining)"
+    if some is not None and some.status_code == 200:
+        return State.DEGRADED, "some hosts fail Envoy's health checks; it routes to the others"
+    if some is not None and some.status_code == 503:
+        return State.UNHEALTHY, "no host passes Envoy's health checks"
+    if some is not None and some.status_code == 404:  # an edge from before the any-host path
+        return State.UNHEALTHY, "hosts fail Envoy's health checks (this edge does not say how many)"
+    status = (some or every).status_code
+    return State.UNKNOWN, f"the edge does not report this cluster (HTTP {status})"
 
 
 async def models(http: httpx.AsyncClient, base: str, budget_s: float) -> list[Component]:

@@ -467,10 +467,15 @@ def test_the_internal_listener_answers_each_clusters_health_itself_and_nothing_e
         r'\s+"@type": type\.googleapis\.com/envoy\.extensions\.filters\.http\.health_check\.v3\.HealthCheck\n'
         r"\s+pass_through_mode: false\n"
         r'\s+headers: \[\{name: ":path", string_match: \{exact: "([^"]+)"\}\}\]\n'
-        r"\s+cluster_min_healthy_percentages:\n\s+(\w+): \{value: 100\.0\}",
+        r"\s+cluster_min_healthy_percentages:\n\s+(\w+): \{value: ([0-9.e-]+)\}",
         internal,
     )
-    assert filters == [(f"/clusters/{c}/health", c) for c in CLUSTERS]
+    # Per cluster: every host healthy (HEALTHY), and at least one (else UNHEALTHY).
+    assert filters == [
+        (path, c, percent)
+        for c in CLUSTERS
+        for path, percent in ((f"/clusters/{c}/health", "100.0"), (f"/clusters/{c}/health/any", "1.0"))
+    ]
     # Anything else on it is 404: the one route to a cluster is GET /stats/prometheus to
     # Envoy's own admin interface on loopback (Prometheus's way in).
     assert "direct_response: {status: 404}" in internal
@@ -497,3 +502,27 @@ def test_the_local_stack_puts_the_internal_listener_on_loopback_at_its_own_port(
     stack = StackConfig(port_offset=3000)
     assert local_edge_inputs(stack).internal == Address(stack.host, stack.port("envoy_internal"))
     assert stack.port("envoy_internal") not in (stack.port("envoy_public"), stack.port("envoy_admin"))
+
+
+def _cluster(config: str, name: str) -> str:
+    start = config.index(f"\n  - name: {name}\n")
+    end = config.find("\n  - name: ", start + 1)
+    return config[start : end if end != -1 else len(config)]
+
+
+def test_a_service_cluster_may_have_several_hosts_each_health_checked() -> None:
+    hosts = (Address("10.0.0.1", 50053), Address("10.0.0.2", 50053))
+    config = render(_inputs(svc_router=hosts))
+
+    router = _cluster(config, "svc_router")
+    endpoints = re.findall(r'socket_address: \{address: "([^"]+)", port_value: (\d+)\}', router)
+    assert endpoints == [("10.0.0.1", "50053"), ("10.0.0.2", "50053")]
+    assert "grpc_health_check: {}" in router
+    # The others keep their one address.
+    assert len(re.findall("socket_address", _cluster(config, "svc_history"))) == 1
+
+
+@pytest.mark.parametrize("hosts", [(), (Address("10.0.0.1", 1), ("10.0.0.2", 1))])
+def test_a_service_cluster_needs_at_least_one_address_and_only_addresses(hosts: tuple[object, ...]) -> None:
+    with pytest.raises(TypeError, match="svc_router"):
+        _inputs(svc_router=hosts)

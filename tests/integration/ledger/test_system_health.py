@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -13,18 +14,23 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import httpx
 import pulsar
 import pytest
 
+from edge_proxy.render import Address, Upstream, render
 from parley.ledger.v1 import ledger_pb2 as pb
 from parley.session.v1 import session_pb2
 from parley_core.events import MESSAGE_CREATED, topic_url
 from parley_core.stubs import ledger_stub, session_stub
 from parley_stack.config import REPO_ROOT
+from parley_stack.servers.envoy import EnvoyServer, local_edge_inputs
 from parley_stack.servers.services import SessionService
 from parley_stack.testing import LocalStack
 from svc_ledger.health_probes import INDEX_TOPICS
@@ -344,3 +350,71 @@ async def test_the_index_backlog_is_the_indexer_subscriptions_unacknowledged_eve
     # Above the threshold (2 events): degraded, not down.
     assert index.state == pb.HEALTH_STATE_DEGRADED
     assert index.detail.startswith("3 events behind")
+
+
+# -- a cluster with some hosts down, through an Envoy of the test's own -----------------------
+
+
+@contextlib.asynccontextmanager
+async def _own_edge(stack: LocalStack, log: Path, **upstreams: Upstream) -> AsyncIterator[str]:
+    """An Envoy rendered from the stack's edge inputs with these service clusters replaced,
+    on ports of its own; the base URL of its internal listener."""
+    host = "127.0.0.1"
+    listen, admin, internal = (Address(host, _closed_port()) for _ in range(3))
+    inputs = replace(local_edge_inputs(stack.config), listen=listen, admin=admin, internal=internal)
+    config = log.with_suffix(".yaml")
+    config.write_text(render(replace(inputs, **upstreams)))  # type: ignore[arg-type]
+    argv = [
+        str(EnvoyServer(stack.config).binary), "--config-path", str(config),
+        "--base-id", str(admin.port), "--disable-hot-restart", "--log-level", "warning",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=asyncio.subprocess.STDOUT)
+    try:
+        async with httpx.AsyncClient() as http:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.returncode is not None:
+                    tail = await asyncio.to_thread(log.read_text)
+                    raise AssertionError(f"the test's Envoy exited: {tail[-2000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"http://{host}:{admin.port}/ready", timeout=1)).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the test's Envoy never became ready"
+                await asyncio.sleep(0.2)
+        yield f"http://{host}:{internal.port}"
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+
+
+async def test_a_cluster_with_some_hosts_down_is_degraded_and_with_all_down_unhealthy(
+    edge: str, local_stack: LocalStack, start_ledger: Callable[..., Any], admin_token: str, tmp_path: Path
+) -> None:
+    config = local_stack.config
+    router = Address(config.host, config.port("router_grpc"))
+    down = Address("127.0.0.1", _closed_port())
+    async with _own_edge(
+        local_stack, tmp_path / "envoy.log", svc_router=(router, down), svc_ledger=down
+    ) as internal:
+        app = await start_ledger(health=_probes(local_stack, edge_url=internal))
+        # Envoy marks the host that is down after its first active health check.
+        deadline = time.monotonic() + 30
+        while True:
+            reply = await _health(app, admin_md(admin_token))
+            clusters = _by_kind(reply, pb.COMPONENT_KIND_EDGE_CLUSTER)
+            states = {name: c.state for name, c in clusters.items()}
+            if states["svc_router"] != pb.HEALTH_STATE_HEALTHY:
+                break
+            assert time.monotonic() < deadline, states
+            await asyncio.sleep(0.5)
+
+    assert states == {
+        "svc_session": pb.HEALTH_STATE_HEALTHY,
+        "svc_history": pb.HEALTH_STATE_HEALTHY,
+        "svc_router": pb.HEALTH_STATE_DEGRADED,
+        "svc_ledger": pb.HEALTH_STATE_UNHEALTHY,
+    }
+    assert "routes to the others" in clusters["svc_router"].detail
+    assert clusters["svc_ledger"].detail == "no host passes Envoy's health checks"
