@@ -99,7 +99,7 @@ import grpc
 from tritonclient.grpc.aio import InferenceServerClient
 
 from bench._measure import json_ready
-from bench._router_load import BASELINE, Processes, Window, compare, drive, idle_memory, rounds, sweep
+from bench._router_load import BASELINE, Processes, compare, drive, idle_memory, rounds, sweep
 from bench._router_paths import OpenAIStream, ParleyChat, Script, Target, TritonDirect
 from bench._router_report import table
 from bench._router_stack import (
@@ -116,20 +116,6 @@ from bench.scripted_openai import scripted_openai_spec
 from parley_core.logging import configure_logging
 from parley_stack.config import StackConfig
 from parley_stack.testing import LocalStack, test_port_offset
-
-# What the unit tests (tests/unit/test_router_bench.py) import from here, beside the run.
-__all__ = [
-    "OPENAI_MODEL",
-    "TRITON_MODEL",
-    "Options",
-    "Script",
-    "Window",
-    "bench_catalog",
-    "compare",
-    "main",
-    "run",
-    "table",
-]
 
 ALL_TARGETS = ("triton", "parley-triton", "openai", "litellm", "parley-openai")
 #: The proxies' processes, whose memory and CPU are the subject.

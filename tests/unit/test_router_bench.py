@@ -1,4 +1,5 @@
-"""The router bench's statistics and inputs (bench/router_bench.py), without any server."""
+"""The router bench's statistics and inputs (bench/router_bench.py and its private
+modules), without any server."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import math
 from pathlib import Path
 
 from bench._measure import percentile
-from bench.router_bench import OPENAI_MODEL, TRITON_MODEL, Script, Window, bench_catalog, compare
+from bench._router_load import Window, compare
+from bench._router_paths import Script
+from bench._router_stack import OPENAI_MODEL, TRITON_MODEL, bench_catalog
 from parley_core.catalog import OpenAIBackend, load_catalog
 
 
