@@ -201,6 +201,28 @@ class ChatClient:
         return progress
 
 
+async def _write_first(call: _ChatCall, first: chat_pb2.ChatRequest) -> None:
+    """Send a stream's first request; a send that lost the race with the stream's end is a
+    broken stream (UNAVAILABLE), resumed like any other.
+
+    When the edge ends a stream at once (no healthy host behind it, a reset), grpc-python's
+    failed send replaces the stream's own status with INTERNAL "Internal error from Core" and
+    no trailers. The request never left, so sending it again is safe (the same idempotency
+    key), and the next stream reads the real status.
+    """
+    try:
+        await call.write(first)
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.INTERNAL or error.trailing_metadata():
+            raise
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            error.initial_metadata(),
+            error.trailing_metadata(),
+            details="the stream ended before the request was sent",
+        ) from error
+
+
 class _Turn:
     """One turn across as many streams as it takes: reconnects, resumes, cancels."""
 
@@ -259,7 +281,7 @@ class _Turn:
         call = self.client.chat.Chat(metadata=await self.client.sign_in.metadata())
         self._call, self._cancel_sent = call, self._cancelled_by_call
         try:
-            await call.write(first)
+            await _write_first(call, first)
             if self.progress.interrupted and self.progress.turn:
                 await self._cancel()
             async for response in call:

@@ -45,6 +45,9 @@ class FakeCall:
     async def write(self, request: chat_pb2.ChatRequest) -> None:
         if self.finished:
             raise asyncio.InvalidStateError("the RPC has finished")
+        if self.chat.write_errors:
+            self.finished = True
+            raise self.chat.write_errors.pop(0)
         self.requests.append(request)
         self.chat.script(self, request)
 
@@ -84,6 +87,8 @@ class FakeChat:
         self.script = script
         self.calls: list[FakeCall] = []
         self.cancelled: list[str] = []
+        #: Raised by the next writes, one each (a send that failed before it left).
+        self.write_errors: list[grpc.aio.AioRpcError] = []
 
     def Chat(self, metadata: Any = None) -> FakeCall:
         call = FakeCall(self, metadata)
@@ -195,6 +200,40 @@ async def test_a_send_broken_before_its_turn_had_a_name_is_sent_again_with_the_s
     assert first == second
     assert first.start.idempotency_key
     assert out.getvalue() == "hi\n"
+
+
+def lost_send() -> grpc.aio.AioRpcError:
+    """What grpc-python raises from a write that lost the race with the stream's end: the
+    stream's own status replaced by INTERNAL, without trailers."""
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(), details="Internal error from Core"
+    )
+
+
+async def test_a_send_that_lost_the_race_with_the_streams_end_is_sent_again() -> None:
+    def script(call: FakeCall, request: chat_pb2.ChatRequest) -> None:
+        call.send(started(), delta(2, "hi"), completed(3))
+
+    chat = FakeChat(script)
+    chat.write_errors.append(lost_send())
+    made, out, err, _ = client(chat)
+    await made.send("hello")
+    [second] = (c.requests[0] for c in chat.calls if c.requests)
+    assert len(chat.calls) == 2
+    assert second.start.text == "hello"
+    assert out.getvalue() == "hi\n"
+    assert "(the stream ended before the request was sent (UNAVAILABLE)); resuming the send" in err.getvalue()
+
+
+async def test_an_internal_error_the_server_sent_is_not_retried() -> None:
+    def script(call: FakeCall, request: chat_pb2.ChatRequest) -> None:
+        call.send(rpc_error(grpc.StatusCode.INTERNAL, "the router failed"))
+
+    chat = FakeChat(script)
+    made, _, _, _ = client(chat)
+    with pytest.raises(ChatError, match="the router failed"):
+        await made.send("hello")
+    assert len(chat.calls) == 1
 
 
 async def test_each_send_has_a_fresh_key() -> None:
