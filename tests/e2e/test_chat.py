@@ -1,15 +1,16 @@
 """A chat in the browser: an answer streams in visible steps, stops when asked, survives a
-reload mid-way, streams on another device signed in as the same person, and an edited
-question starts a second branch."""
+reload mid-way, streams on another device signed in as the same person, an edited question
+starts a second branch, and a message that could not be sent is kept to send again."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from tests.e2e.conftest import Browsing, Screenshots
 from tests.e2e.ui import (
@@ -18,6 +19,7 @@ from tests.e2e.ui import (
     echo,
     finished,
     questions,
+    send,
     settled,
     sign_in,
     sign_up,
@@ -32,6 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 SLOW = "[scripted tokens_per_second=8 reply_tokens=40]"
 #: 60 words at 4 a second: fifteen seconds, time to stop or reload mid-way.
 SLOWER = "[scripted tokens_per_second=4 reply_tokens=60]"
+#: The gRPC-Web call that starts a turn.
+STREAM_TURN = "**/parley.chat.v1.ChatService/StreamTurn"
 
 
 async def test_an_answer_streams_into_the_page_word_by_word(page: Page, screenshots: Screenshots) -> None:
@@ -149,3 +153,26 @@ async def test_editing_a_question_starts_a_second_branch_and_both_can_be_shown(p
     await expect(page.get_by_text("2 / 2", exact=True)).to_be_visible()
     await expect(body(questions(page).last)).to_have_text("the second version")
     await expect(body(answers(page).last)).to_have_text(echo("the second version"))
+
+
+async def test_a_message_that_could_not_be_sent_goes_back_into_the_composer(page: Page) -> None:
+    await sign_up(page)
+    refused: list[str] = []
+
+    async def unreachable(route: Route) -> None:
+        refused.append(route.request.url)
+        await route.abort("connectionreset")
+
+    await page.route(STREAM_TURN, unreachable)
+    await send(page, "a question worth keeping")
+
+    await expect(page.get_by_role("alert").first).to_have_text(re.compile("cannot be reached"))
+    assert refused, "the page tried to start the turn"
+    box = page.get_by_role("textbox", name="Message")
+    await expect(box).to_have_value("a question worth keeping")
+
+    # Sent again once the edge answers: the same words, answered, and the composer empty.
+    await page.unroute(STREAM_TURN)
+    await page.get_by_role("button", name="Send", exact=True).click()
+    await finished(page, answers(page).last, echo("a question worth keeping"))
+    await expect(box).to_have_value("")

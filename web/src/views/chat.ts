@@ -200,6 +200,16 @@ async function startTurn(request: TurnRequest): Promise<void> {
     { signal: abort.signal },
   );
   await follow(current, stream);
+  const typed = request.parent === "" && !request.regenerate && !request.fromStart;
+  if (typed && !current.turn && !abort.signal.aborted) restoreDraft(request.text);
+}
+
+/** A typed message the server never took (its turn did not start: Parley unreachable, the
+ * router down) goes back into the composer to be sent again, unless something new was typed
+ * there meanwhile. */
+function restoreDraft(text: string): void {
+  const box = document.getElementById("composer-box") as HTMLTextAreaElement | null;
+  if (box && !box.value.trim()) box.value = text;
 }
 
 /** Applies a turn's events as they arrive; the stream ends with the turn, or with the page. */
