@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from string import Template
 
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from edge_proxy.api import ANONYMOUS, PUBLIC, Route
@@ -185,15 +185,34 @@ RATE_LIMITED_MESSAGE = "too many requests; retry later (see retry-after)"
 #: What a request body over MAX_REQUEST_BYTES is told.
 TOO_LARGE_MESSAGE = f"the request is larger than the edge's limit of {MAX_REQUEST_BYTES} bytes"
 
+#: What a call is told when the edge could not reach the service behind it (no healthy host,
+#: a refused or reset connection, retries spent), in place of Envoy's own words about its
+#: upstream: UNAVAILABLE (503), with a RetryInfo of UNAVAILABLE_RETRY_S.
+UNAVAILABLE_MESSAGE = "the service is unavailable right now; retry shortly"
+UNAVAILABLE_RETRY_S = 1
 
-def _details(code: int, message: str, reason: str, domain: str, **metadata: str) -> str:
-    """`grpc-status-details-bin` of one of the edge's refusals: a google.rpc.Status with one
-    ErrorInfo, as the services send, marked `source: edge`; base64 without padding."""
+#: Envoy's response flags of those local replies: UH no healthy upstream host, UF upstream
+#: connection failure, UC upstream connection termination, URX retries or connect attempts
+#: spent. Not UO (circuit breaker overflow) or UT (timeouts): those are load, not absence.
+UNAVAILABLE_FLAGS = ("UH", "UF", "UC", "URX")
+
+
+def _details(
+    code: int, message: str, reason: str, domain: str, retry_s: int | None = None, **metadata: str
+) -> str:
+    """`grpc-status-details-bin` of one of the edge's refusals: a google.rpc.Status with an
+    ErrorInfo, as the services send, marked `source: edge` (and a RetryInfo when retry_s is
+    given); base64 without padding."""
     info = any_pb2.Any()
     info.Pack(
         error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata={"source": "edge", **metadata})
     )
-    status = status_pb2.Status(code=code, message=message, details=[info])
+    details = [info]
+    if retry_s is not None:
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_s)))
+        details.append(retry)
+    status = status_pb2.Status(code=code, message=message, details=details)
     return base64.b64encode(status.SerializeToString()).decode().rstrip("=")
 
 
@@ -206,6 +225,11 @@ def _rate_limited_details() -> str:
     """The refusal of the rate limit filter: RATE_LIMITED in the limits' own domain, as
     svc_session's (the bucket is the service's to name; the edge only knows it refused)."""
     return _details(8, RATE_LIMITED_MESSAGE, "RATE_LIMITED", "session.parley.dev")
+
+
+def _unavailable_details() -> str:
+    """The service behind the edge cannot be reached: UNAVAILABLE, SERVICE_UNAVAILABLE."""
+    return _details(14, UNAVAILABLE_MESSAGE, "SERVICE_UNAVAILABLE", "parley.dev", retry_s=UNAVAILABLE_RETRY_S)
 
 
 def _too_large_details() -> str:
@@ -344,6 +368,9 @@ def render(inputs: EdgeInputs) -> str:
         "rate_limited_details": _rate_limited_details(),
         "too_large_message": TOO_LARGE_MESSAGE,
         "too_large_details": _too_large_details(),
+        "unavailable_message": UNAVAILABLE_MESSAGE,
+        "unavailable_details": _unavailable_details(),
+        "unavailable_flags": ", ".join(UNAVAILABLE_FLAGS),
         "max_request_bytes": MAX_REQUEST_BYTES,
         "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
         "page_headers": _web_headers(PAGE_CACHE, "OVERWRITE_IF_EXISTS_OR_ADD"),

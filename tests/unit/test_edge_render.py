@@ -18,6 +18,7 @@ from edge_proxy.render import (
     CONTENT_SECURITY_POLICY,
     MAX_REQUEST_BYTES,
     PAGE_CACHE,
+    UNAVAILABLE_MESSAGE,
     WEB_HEADERS,
     Address,
     EdgeInputs,
@@ -389,6 +390,34 @@ def test_a_body_too_large_is_resource_exhausted_with_its_reason() -> None:
     assert f'if details == "{details}" or details == "{rate_limited.group(1)}" then' in lua
     assert 'headers:replace("grpc-status", "8")' in lua
     assert config.index("envoy.filters.http.lua\n") < config.index("envoy.filters.http.grpc_web\n")
+
+
+def test_a_service_the_edge_cannot_reach_is_unavailable_with_reason_and_retry() -> None:
+    config = render(_inputs())
+    mapper = re.search(
+        r"response_flag_filter: \{flags: \[([A-Z, ]+)\]\}\n\s+body: \{inline_string: \"([^\"]+)\"\}\n.*?"
+        r"key: grpc-status-details-bin, value: \"([^\"]+)\"",
+        config,
+        re.DOTALL,
+    )
+    assert mapper is not None
+    flags, message, details = mapper.groups()
+    status = status_pb2.Status.FromString(base64.b64decode(details + "=" * (-len(details) % 4)))
+    info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+    assert [status.details[0].Unpack(info), status.details[1].Unpack(retry)] == [True, True]
+
+    # No healthy host, a failed or reset connection, retries spent: not overflow or timeouts.
+    assert flags.split(", ") == ["UH", "UF", "UC", "URX"]
+    assert (status.code, status.message, message) == (14, UNAVAILABLE_MESSAGE, UNAVAILABLE_MESSAGE)
+    assert (info.reason, info.domain, dict(info.metadata)) == (
+        "SERVICE_UNAVAILABLE",
+        "parley.dev",
+        {"source": "edge"},
+    )
+    assert retry.retry_delay.seconds == 1
+    # The reply keeps Envoy's 503 (UNAVAILABLE): the mapper sets no status_code.
+    block = config[mapper.start() : mapper.end()]
+    assert "status_code:" not in block
 
 
 # The web app ----------------------------------------------------------------------------------

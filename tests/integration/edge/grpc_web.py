@@ -44,6 +44,7 @@ class Reply:
     message: str
     details: list[object] = field(default_factory=list)
     payload: bytes = b""
+    http_status: int = 200
 
     def error_info(self) -> error_details_pb2.ErrorInfo:
         [info] = [d for d in self.details if isinstance(d, error_details_pb2.ErrorInfo)]
@@ -65,7 +66,9 @@ def call(
         content=struct.pack(">BI", _DATA, len(body)) + body,
         headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1", **(headers or {})},
     )
-    assert answer.status_code == 200, (answer.status_code, answer.text)
+    # A reply the edge made itself (a refusal, a service it cannot reach) is trailers-only
+    # and keeps its HTTP status (401, 503); anything else must be 200.
+    assert answer.status_code == 200 or "grpc-status" in answer.headers, (answer.status_code, answer.text)
     payload, trailers = b"", dict(answer.headers)  # a trailers-only answer has its status here
     content = answer.content
     while content:
@@ -83,6 +86,7 @@ def call(
         message=unquote(trailers.get("grpc-message", "")),
         details=_details(trailers.get("grpc-status-details-bin", "")),
         payload=payload,
+        http_status=answer.status_code,
     )
 
 

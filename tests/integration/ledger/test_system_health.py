@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import secrets
@@ -14,27 +13,25 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import httpx
 import pulsar
 import pytest
 
-from edge_proxy.render import Address, Upstream, render
+from edge_proxy.render import Address
 from parley.ledger.v1 import ledger_pb2 as pb
 from parley.session.v1 import session_pb2
 from parley_core.events import MESSAGE_CREATED, topic_url
 from parley_core.stubs import ledger_stub, session_stub
 from parley_stack.config import REPO_ROOT
-from parley_stack.servers.envoy import EnvoyServer, local_edge_inputs
 from parley_stack.servers.services import SessionService
 from parley_stack.testing import LocalStack
 from svc_ledger.health_probes import INDEX_TOPICS
 from svc_ledger.settings import HealthSettings
+from tests.integration.edge.own_edge import closed_port, own_edge
 from tests.integration.history.helpers import Person
 from tests.integration.ledger.conftest import admin_md
 from tests.integration.session.helpers import PASSWORD, bearer, claims_of, forged_token, register_verified
@@ -52,13 +49,6 @@ SERVICES = ("svc_session", "svc_history", "svc_router", "svc_ledger")
 
 def _by_kind(reply: pb.GetSystemHealthResponse, kind: int) -> dict[str, pb.ComponentHealth]:
     return {c.name: c for c in reply.components if c.kind == kind}
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _refused(call: object, code: grpc.StatusCode) -> None:
@@ -222,7 +212,7 @@ async def test_a_forged_tampered_or_expired_admin_token_is_unauthenticated(
 async def test_a_stopped_part_is_unhealthy_and_the_call_still_succeeds(
     edge: str, local_stack: LocalStack, start_ledger: Callable[..., Any], admin_token: str
 ) -> None:
-    closed = _closed_port()
+    closed = closed_port()
     probes = _probes(
         local_stack,
         services={"svc_session": f"{local_stack.config.host}:{local_stack.config.port('session_grpc')}",
@@ -278,7 +268,7 @@ async def test_a_probe_that_hangs_is_cut_off_at_its_timeout(
 async def test_without_pulsars_admin_api_the_lag_comes_from_the_indexer_and_unknown_when_it_is_gone(
     local_stack: LocalStack, start_ledger: Callable[..., Any], admin_token: str
 ) -> None:
-    closed = _closed_port()
+    closed = closed_port()
     app = await start_ledger(
         health=HealthSettings(indexer_metrics_url=f"http://127.0.0.1:{closed}/metrics", probe_timeout_s=1.0)
     )
@@ -355,50 +345,16 @@ async def test_the_index_backlog_is_the_indexer_subscriptions_unacknowledged_eve
 # -- a cluster with some hosts down, through an Envoy of the test's own -----------------------
 
 
-@contextlib.asynccontextmanager
-async def _own_edge(stack: LocalStack, log: Path, **upstreams: Upstream) -> AsyncIterator[str]:
-    """An Envoy rendered from the stack's edge inputs with these service clusters replaced,
-    on ports of its own; the base URL of its internal listener."""
-    host = "127.0.0.1"
-    listen, admin, internal = (Address(host, _closed_port()) for _ in range(3))
-    inputs = replace(local_edge_inputs(stack.config), listen=listen, admin=admin, internal=internal)
-    config = log.with_suffix(".yaml")
-    config.write_text(render(replace(inputs, **upstreams)))  # type: ignore[arg-type]
-    argv = [
-        str(EnvoyServer(stack.config).binary), "--config-path", str(config),
-        "--base-id", str(admin.port), "--disable-hot-restart", "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=asyncio.subprocess.STDOUT)
-    try:
-        async with httpx.AsyncClient() as http:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.returncode is not None:
-                    tail = await asyncio.to_thread(log.read_text)
-                    raise AssertionError(f"the test's Envoy exited: {tail[-2000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"http://{host}:{admin.port}/ready", timeout=1)).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "the test's Envoy never became ready"
-                await asyncio.sleep(0.2)
-        yield f"http://{host}:{internal.port}"
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await process.wait()
-
-
 async def test_a_cluster_with_some_hosts_down_is_degraded_and_with_all_down_unhealthy(
     edge: str, local_stack: LocalStack, start_ledger: Callable[..., Any], admin_token: str, tmp_path: Path
 ) -> None:
     config = local_stack.config
     router = Address(config.host, config.port("router_grpc"))
-    down = Address("127.0.0.1", _closed_port())
-    async with _own_edge(
+    down = Address("127.0.0.1", closed_port())
+    async with own_edge(
         local_stack, tmp_path / "envoy.log", svc_router=(router, down), svc_ledger=down
-    ) as internal:
-        app = await start_ledger(health=_probes(local_stack, edge_url=internal))
+    ) as own:
+        app = await start_ledger(health=_probes(local_stack, edge_url=own.internal))
         # Envoy marks the host that is down after its first active health check.
         deadline = time.monotonic() + 30
         while True:
