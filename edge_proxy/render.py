@@ -77,8 +77,7 @@ class EdgeInputs:
     web: Address
     #: The internal listener: Envoy's own view of each service cluster's health
     #: (`/clusters/{cluster}/health` and `.../health/any`, 200 or 503), for svc_ledger's
-    #: GetSystemHealth. Reachable
-    #: inside the cluster only, never the public listener's address.
+    #: GetSystemHealth. Reachable inside the cluster only, never the public listener's address.
     internal: Address
     #: The `iss` and `aud` an access token must carry (svc_session's settings).
     issuer: str = "https://parley.local/session"
