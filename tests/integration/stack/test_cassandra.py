@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from cassandra import ConsistencyLevel, Unavailable
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra import ConsistencyLevel, OperationTimedOut, Unavailable
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, FallthroughRetryPolicy, TokenAwarePolicy
 from cassandra.pool import Host
 
@@ -105,7 +105,11 @@ def _wait_for_ring(stack: LocalStack, nodes: int, timeout_s: float = 180.0) -> N
     with _session(host, port) as session:
         while True:
             up = [h for h in session.cluster.metadata.all_hosts() if h.is_up]
-            views = [_ring_view(session, h) for h in up] if len(up) == nodes else []
+            try:
+                views = [_ring_view(session, h) for h in up] if len(up) == nodes else []
+            except (NoHostAvailable, OperationTimedOut) as error:
+                # A node the driver saw up a moment ago flapped while gossip settles.
+                views = [(-1, {repr(error)})]
             versions = set().union(*(v for _, v in views)) if views else set()
             if views and all(members == nodes - 1 for members, _ in views) and len(versions) == 1:
                 return
